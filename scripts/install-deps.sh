@@ -48,7 +48,6 @@ ensure_deb_src && need_update=1
 
 missing=()
 for p in "${PACKAGES[@]}"; do
-	case "$p" in \#*) continue ;; esac
 	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
 		missing+=("$p")
 	fi

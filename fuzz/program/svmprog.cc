@@ -1,0 +1,94 @@
+// svmprog: converts programs between their text and binary forms.
+//
+//   svmprog fmt FILE.svmp            print the canonical text
+//   svmprog decode FILE              print the program a fuzzer input decodes to
+//   svmprog encode -o DIR FILE.svmp...  write DIR/NAME.bin for each text program
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <string>
+
+#include "program/binary.h"
+#include "program/text.h"
+
+namespace {
+
+bool ReadFile(const std::string& path, std::string* out) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return false;
+  out->assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return true;
+}
+
+bool ParseFile(const std::string& path, svmfuzz::Program* program) {
+  std::string text;
+  if (!ReadFile(path, &text)) {
+    std::cerr << path << ": cannot read\n";
+    return false;
+  }
+  svmfuzz::ParseError error;
+  auto parsed = svmfuzz::Parse(text, &error);
+  if (!parsed) {
+    std::cerr << path << ":" << error.ToString() << "\n";
+    return false;
+  }
+  *program = std::move(*parsed);
+  return true;
+}
+
+std::string Stem(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  const size_t dot = name.find_last_of('.');
+  return dot == std::string::npos ? name : name.substr(0, dot);
+}
+
+int Usage() {
+  std::cerr << "usage: svmprog fmt FILE.svmp\n"
+               "       svmprog decode FILE\n"
+               "       svmprog encode -o DIR FILE.svmp...\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 3) return Usage();
+  const std::string cmd = argv[1];
+  if (cmd == "fmt" && argc == 3) {
+    svmfuzz::Program program;
+    if (!ParseFile(argv[2], &program)) return 1;
+    std::cout << svmfuzz::Print(program);
+    return 0;
+  }
+  if (cmd == "decode" && argc == 3) {
+    std::string bytes;
+    if (!ReadFile(argv[2], &bytes)) {
+      std::cerr << argv[2] << ": cannot read\n";
+      return 1;
+    }
+    std::cout << svmfuzz::Print(
+        svmfuzz::Decode(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
+    return 0;
+  }
+  if (cmd == "encode" && argc >= 5 && std::string(argv[2]) == "-o") {
+    const std::string dir = argv[3];
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    for (int i = 4; i < argc; i++) {
+      svmfuzz::Program program;
+      if (!ParseFile(argv[i], &program)) return 1;
+      const std::vector<uint8_t> bytes = svmfuzz::Encode(program);
+      const std::string out = dir + "/" + Stem(argv[i]) + ".bin";
+      std::ofstream f(out, std::ios::binary);
+      f.write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      if (!f) {
+        std::cerr << out << ": cannot write\n";
+        return 1;
+      }
+    }
+    return 0;
+  }
+  return Usage();
+}

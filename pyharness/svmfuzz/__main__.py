@@ -1,0 +1,3 @@
+from svmfuzz.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,149 @@
+"""Guest kernel: Debian's linux-source-6.12 (or KERNEL_SRC), configured for
+svmfuzz, built once per source and config; plus the static hmm-tests selftest
+from the same tree.
+
+The kernel build directory is kept per source tree and compiler, so a change
+of config or source rebuilds incrementally; the published artifact is keyed
+by everything that went into it.
+"""
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from svmfuzz.build import cache
+from svmfuzz.errors import SvmfuzzError
+from svmfuzz.paths import REPO_ROOT, cache_root
+
+DEBIAN_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
+FRAGMENT = REPO_ROOT / "guest-driver" / "kernel.config"
+RECIPE = "kernel-v1"
+
+
+@dataclass
+class KernelSource:
+    path: Path
+    name: str         # names the build directory
+    fingerprint: str  # changes whenever the source does
+
+
+def resolve_source(kernel_src: str | None, log) -> KernelSource:
+    if kernel_src:
+        path = Path(kernel_src).resolve()
+        if not (path / "Makefile").is_file() or not (path / "mm").is_dir():
+            raise SvmfuzzError(f"KERNEL_SRC={kernel_src}: not a Linux kernel tree")
+        ident = cache.Hasher().text("path", str(path)).key()[:8]
+        return KernelSource(path, f"{path.name}-{ident}", cache.tree_fingerprint(path))
+    if not DEBIAN_TARBALL.is_file():
+        raise SvmfuzzError(f"{DEBIAN_TARBALL} is missing: run scripts/install-deps.sh "
+                           "(package linux-source-6.12) or set KERNEL_SRC")
+    digest = cache.file_digest(DEBIAN_TARBALL)[:16]
+    dest = cache_root() / "kernel" / "src" / f"deb-6.12-{digest}"
+    if not (dest / "Makefile").is_file():
+        log(f"kernel: extracting {DEBIAN_TARBALL}")
+        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        cache.run(["tar", "-xf", DEBIAN_TARBALL, "-C", tmp])
+        (inner,) = list(tmp.iterdir())
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(inner, dest)
+        shutil.rmtree(tmp)
+    return KernelSource(dest, f"deb-6.12-{digest}", digest)
+
+
+def kernel_release(src: Path) -> str:
+    fields = {}
+    for line in (src / "Makefile").read_text().splitlines()[:10]:
+        k, _, v = line.partition("=")
+        fields[k.strip()] = v.strip()
+    return f"{fields.get('VERSION')}.{fields.get('PATCHLEVEL')}.{fields.get('SUBLEVEL')}"
+
+
+def parse_fragment(text: str) -> dict[str, str]:
+    """CONFIG_X=v lines of a config fragment; v is 'n' for options asked off."""
+    wanted = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line.split("=", 1)
+            wanted[k] = v
+        elif line.startswith("# CONFIG_") and line.endswith(" is not set"):
+            wanted[line[2:-len(" is not set")]] = "n"
+    return wanted
+
+
+def missing_options(wanted: dict[str, str], config_text: str) -> list[str]:
+    """The options of `wanted` that the final .config does not honour."""
+    have = {}
+    for line in config_text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line.split("=", 1)
+            have[k] = v
+    missing = []
+    for k, v in wanted.items():
+        got = have.get(k)
+        if v == "n":
+            if got not in (None, "n"):
+                missing.append(f"{k}=n (got {got})")
+        elif got != v:
+            missing.append(f"{k}={v} (got {'not set' if got is None else got})")
+    return missing
+
+
+def configure(src: Path, bdir: Path, make: list[str], log_file: Path, log) -> None:
+    fragment = FRAGMENT.read_text()
+    base = src / "kernel" / "configs" / "kvm_guest.config"
+    stamp = bdir / "svmfuzz-config.key"
+    key = cache.Hasher().text("fragment", fragment).file("kvm_guest", base).key()
+    if stamp.is_file() and stamp.read_text() == key and (bdir / ".config").is_file():
+        return
+    log("kernel: configuring defconfig + kvm_guest.config + guest-driver/kernel.config")
+    cache.run([*make, "defconfig"], log_file)
+    merged = bdir / "svmfuzz-fragment.config"
+    merged.write_text(base.read_text() + "\n" + fragment)
+    cache.run([src / "scripts" / "kconfig" / "merge_config.sh", "-m", "-O", bdir,
+               bdir / ".config", merged], log_file)
+    cache.run([*make, "olddefconfig"], log_file)
+    missing = missing_options(parse_fragment(fragment), (bdir / ".config").read_text())
+    if missing:
+        raise SvmfuzzError("kernel config: options asked for in guest-driver/kernel.config "
+                           "are not set after olddefconfig:\n  " + "\n  ".join(missing))
+    stamp.write_text(key)
+
+
+def build(kernel_src: str | None, log, jobs: int | None = None) -> Path:
+    src = resolve_source(kernel_src, log)
+    gcc = cache.tool_version("gcc")
+    bdir = cache_root() / "kernel" / "build" / \
+        f"{src.name}-{cache.Hasher().text('cc', gcc).key()[:8]}"
+    key = (cache.Hasher().text("recipe", RECIPE).text("source", src.fingerprint)
+           .file("fragment", FRAGMENT).text("cc", gcc).key())
+
+    def fill(out: Path) -> dict:
+        bdir.mkdir(parents=True, exist_ok=True)
+        log_file = bdir / "svmfuzz-build.log"
+        log_file.write_text("")
+        make = ["make", "-C", src.path, f"O={bdir}", f"-j{jobs or os.cpu_count()}"]
+        if (src.path / ".config").exists():
+            raise SvmfuzzError(f"{src.path} has been configured in-tree; "
+                               "svmfuzz builds out of tree: run 'make mrproper' there first")
+        configure(src.path, bdir, make, log_file, log)
+        log(f"kernel: building {kernel_release(src.path)} in {bdir} "
+            f"(about 12 minutes on 2 cores the first time; log: {log_file})")
+        cache.run([*make, "bzImage", "modules"], log_file)
+        for name in ("arch/x86/boot/bzImage", "vmlinux", "System.map", ".config"):
+            shutil.copy2(bdir / name, out / Path(name).name)
+        mods = out / "modules"
+        mods.mkdir()
+        shutil.copy2(bdir / "lib" / "test_hmm.ko", mods)
+        log("kernel: building the static hmm-tests selftest")
+        selftests = src.path / "tools" / "testing" / "selftests"
+        cache.run(["gcc", "-static", "-O2", "-pthread", f"-I{src.path}", f"-I{selftests}",
+                   selftests / "mm" / "hmm-tests.c", "-o", out / "hmm-tests"], log_file)
+        return {"release": kernel_release(src.path), "source": str(src.path),
+                "build_dir": str(bdir), "compiler": gcc}
+
+    return cache.publish("kernel", key, fill, log)

@@ -1,0 +1,55 @@
+"""The guest driver module, built against a kernel artifact's build tree.
+
+Kbuild of this kernel writes objects beside the sources, so the driver and the
+device header are copied into a scratch directory in the cache first.
+"""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from svmfuzz.build import cache
+from svmfuzz.errors import SvmfuzzError
+from svmfuzz.paths import REPO_ROOT, cache_root
+
+DRIVER_DIR = REPO_ROOT / "guest-driver"
+HEADERS = REPO_ROOT / "qemu-device" / "include" / "svmdev"
+RECIPE = "module-v1"
+
+
+def _driver_files() -> list[Path]:
+    return sorted(p for p in DRIVER_DIR.iterdir()
+                  if p.is_file() and (p.suffix in (".c", ".h") or p.name == "Kbuild"))
+
+
+def build(kernel: Path, log) -> Path:
+    meta = json.loads((kernel / cache.STAMP).read_text())
+    kbuild = Path(meta["build_dir"])
+    if not (kbuild / "Module.symvers").is_file():
+        raise SvmfuzzError(f"kernel build tree {kbuild} is gone: rebuild the kernel")
+    h = cache.Hasher().text("recipe", RECIPE).text("kernel", meta["key"])
+    for f in _driver_files():
+        h.file(f.name, f)
+    key = h.tree("headers", HEADERS).key()
+
+    def fill(out: Path) -> dict:
+        work = cache_root() / "module" / "work" / key
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "include").mkdir(parents=True)
+        for f in _driver_files():
+            shutil.copy2(f, work / f.name)
+        shutil.copytree(HEADERS, work / "include" / "svmdev")
+        log_file = out / "build.log"
+        log(f"module: building the guest driver against {meta['release']}")
+        cache.run(["make", "-C", kbuild, f"M={work}", f"-j{os.cpu_count()}", "modules"],
+                  log_file)
+        kos = sorted(work.glob("*.ko"))
+        if not kos:
+            raise SvmfuzzError(f"module build in {work} produced no .ko")
+        for ko in kos:
+            shutil.copy2(ko, out / ko.name)
+        shutil.rmtree(work)
+        return {"modules": [k.name for k in kos], "kernel": meta["key"]}
+
+    return cache.publish("module", key, fill, log)

@@ -1,0 +1,108 @@
+"""The svmfuzz command line."""
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from svmfuzz.errors import SvmfuzzError
+from svmfuzz.paths import build_dir
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    from svmfuzz.build import cache, image, kernel, module, qemu
+
+    build = Path(args.build_dir)
+    if args.what == "qemu":
+        out = qemu.build(args.flavour, Path(args.core_lib), args.qemu_src or None, log)
+        cache.link_artifact(f"qemu-{args.flavour}", out, build)
+    elif args.what == "kernel":
+        out = kernel.build(args.kernel_src or None, log)
+        cache.link_artifact("kernel", out, build)
+    elif args.what == "module":
+        out = module.build(_required_artifact("kernel", build), log)
+        cache.link_artifact("module", out, build)
+    elif args.what == "initramfs":
+        out = image.build(_required_artifact("kernel", build), _required_artifact("module", build),
+                          Path(args.executor), log)
+        cache.link_artifact("initramfs", out, build)
+    return 0
+
+
+def _required_artifact(name: str, build: Path) -> Path:
+    from svmfuzz.build import cache
+
+    found = cache.linked_artifact(name, build)
+    if found is None:
+        raise SvmfuzzError(f"no {name} artifact under {build}/artifacts: "
+                           f"build it first (cmake --build {build})")
+    return found
+
+
+def _cmd_boot(args: argparse.Namespace) -> int:
+    from svmfuzz import vm
+
+    return vm.boot_command(args, log)
+
+
+def _cmd_selftest(args: argparse.Namespace) -> int:
+    from svmfuzz import selftest
+
+    return selftest.command(args, log)
+
+
+def _add_vm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--build-dir", default=str(build_dir()),
+                   help="CMake build directory holding artifacts/ (default: %(default)s)")
+    p.add_argument("--devices", type=int, default=1, help="number of svmdev devices")
+    p.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
+                   help="auto: KVM only if a short probe boot succeeds, else TCG")
+    p.add_argument("--qemu-flavour", choices=["release", "asan"], default="release")
+    p.add_argument("--memory", default="2G", help="guest memory (default: %(default)s)")
+    p.add_argument("--cpus", type=int, default=2)
+    p.add_argument("--timeout", type=float, default=300,
+                   help="seconds to wait for the guest (default: %(default)s)")
+    p.add_argument("--workdir", help="where console logs go (default: <build-dir>/vm)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="svmfuzz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build one external artifact (CMake calls these)")
+    b.add_argument("what", choices=["qemu", "kernel", "module", "initramfs"])
+    b.add_argument("--build-dir", default=str(build_dir()))
+    b.add_argument("--flavour", default="release", help="QEMU flavour: release or asan")
+    b.add_argument("--core-lib", help="device core static library to link into QEMU")
+    b.add_argument("--executor", help="executor binary for the initramfs")
+    b.add_argument("--kernel-src", default=os.environ.get("KERNEL_SRC", ""))
+    b.add_argument("--qemu-src", default=os.environ.get("QEMU_SRC", ""))
+    b.set_defaults(func=_cmd_build)
+
+    boot = sub.add_parser("boot", help="boot the guest with svmdev devices to a ready executor")
+    _add_vm_options(boot)
+    boot.add_argument("--shell", action="store_true", help="interactive console instead")
+    boot.set_defaults(func=_cmd_boot)
+
+    st = sub.add_parser("selftest", help="run the kernel's hmm-tests in the guest")
+    _add_vm_options(st)
+    st.add_argument("--results", help="JSON results file (default: <workdir>/hmm-tests.json)")
+    st.add_argument("--expect", help="file of expected failures to check the results against")
+    st.set_defaults(func=_cmd_selftest)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SvmfuzzError as e:
+        print(f"svmfuzz: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("svmfuzz: interrupted", file=sys.stderr)
+        return 130

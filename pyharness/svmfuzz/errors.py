@@ -1,0 +1,5 @@
+"""Errors a user can act on: the CLI prints them without a traceback."""
+
+
+class SvmfuzzError(Exception):
+    pass

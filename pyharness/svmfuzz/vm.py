@@ -1,0 +1,291 @@
+"""Running the guest: QEMU with svmdev devices, the kernel and initramfs the
+build made, a console log per VM, and the executor's virtio-serial port.
+"""
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from svmfuzz.build import cache
+from svmfuzz.errors import SvmfuzzError
+from svmfuzz.paths import cache_root
+
+FIRMWARE_DIRS = ["/usr/share/qemu", "/usr/share/seabios"]
+EXECUTOR_PORT = "svmfuzz.exec"
+KVM_PROBE_SECONDS = 60
+
+# Console lines that mean the kernel found something wrong.
+KERNEL_TROUBLE = re.compile(
+    r"(BUG: |WARNING: |KASAN: |UBSAN: |Kernel panic|general protection fault|"
+    r"possible circular locking|possible recursive locking|INFO: task .* blocked|"
+    r"soft lockup|rcu_sched self-detected stall|Oops: )")
+
+
+@dataclass
+class Artifacts:
+    qemu: Path
+    kernel: Path      # the kernel artifact directory (bzImage, vmlinux, ...)
+    initramfs: Path
+
+    @classmethod
+    def from_build(cls, build: Path, flavour: str = "release") -> "Artifacts":
+        found = {}
+        for name in (f"qemu-{flavour}", "kernel", "initramfs"):
+            d = cache.linked_artifact(name, build)
+            if d is None:
+                raise SvmfuzzError(f"no {name} artifact under {build}/artifacts: build first "
+                                   f"(scripts/boot.sh, or cmake --build {build})")
+            found[name] = d
+        return cls(found[f"qemu-{flavour}"] / "qemu-system-x86_64", found["kernel"],
+                   found["initramfs"] / "initramfs.cpio")
+
+    def key(self) -> str:
+        return (cache.Hasher().text("qemu", str(self.qemu.parent)).text("kernel", str(self.kernel))
+                .text("initramfs", str(self.initramfs)).key())
+
+
+@dataclass
+class VmConfig:
+    artifacts: Artifacts
+    workdir: Path
+    name: str = "vm0"
+    accel: str = "tcg"
+    cpus: int = 2
+    memory: str = "2G"
+    devices: int = 1
+    run: str = "executor"          # what the guest's init runs
+    interactive: bool = False
+    extra_append: list[str] = field(default_factory=list)
+
+
+class Vm:
+    """One QEMU process. Use as a context manager: it never outlives the block."""
+
+    def __init__(self, cfg: VmConfig) -> None:
+        self.cfg = cfg
+        cfg.workdir.mkdir(parents=True, exist_ok=True)
+        self.console_log = cfg.workdir / f"{cfg.name}.console.log"
+        self.stderr_log = cfg.workdir / f"{cfg.name}.qemu.log"
+        # Unix socket paths are short; keep them out of a possibly deep workdir.
+        self._sockdir = Path(tempfile.mkdtemp(prefix="svmfuzz-"))
+        self.exec_sock = self._sockdir / "exec.sock"
+        self.proc: subprocess.Popen | None = None
+        self.started = 0.0
+        self._conn: socket.socket | None = None
+        self._rbuf = b""
+
+    def argv(self) -> list[str]:
+        c = self.cfg
+        append = ["console=ttyS0", "panic=-1", "printk.devkmsg=on", f"svmfuzz.run={c.run}",
+                  *c.extra_append]
+        if c.interactive:
+            console = ["-chardev", f"stdio,id=con,signal=off,logfile={self.console_log}"]
+        else:
+            console = ["-chardev", f"file,id=con,path={self.console_log}"]
+        argv = [str(c.artifacts.qemu), "-M", "q35", "-accel", c.accel, "-smp", str(c.cpus),
+                "-m", c.memory, "-nodefaults", "-display", "none", "-no-reboot", "-nic", "none",
+                *[a for d in FIRMWARE_DIRS for a in ("-L", d)],
+                *console, "-serial", "chardev:con",
+                "-kernel", str(c.artifacts.kernel / "bzImage"),
+                "-initrd", str(c.artifacts.initramfs),
+                "-append", " ".join(append),
+                "-device", "virtio-serial-pci,id=vser0",
+                "-chardev", f"socket,id=exec,path={self.exec_sock},server=on,wait=off",
+                "-device", f"virtserialport,bus=vser0.0,chardev=exec,name={EXECUTOR_PORT}"]
+        if c.accel == "kvm":
+            argv += ["-cpu", "host"]
+        for i in range(c.devices):
+            argv += ["-device", f"svmdev,id=svm{i}"]
+        return argv
+
+    def __enter__(self) -> "Vm":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    def start(self) -> None:
+        if not self.cfg.artifacts.qemu.is_file():
+            raise SvmfuzzError(f"QEMU binary {self.cfg.artifacts.qemu} is missing")
+        self.console_log.write_bytes(b"")
+        with open(self.stderr_log, "wb") as err:
+            stdio = None if self.cfg.interactive else subprocess.DEVNULL
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(self.argv(), stdin=stdio, stdout=stdio, stderr=err)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _died(self, what: str) -> SvmfuzzError:
+        err = self.stderr_log.read_text(errors="replace").strip()
+        tail = "\n".join(self.console_log.read_text(errors="replace").splitlines()[-25:])
+        return SvmfuzzError(f"{self.cfg.name}: QEMU exited ({self.proc.returncode}) {what}\n"
+                            f"QEMU said: {err or '(nothing)'}\nconsole tail:\n{tail}")
+
+    def _connect(self, deadline: float) -> socket.socket:
+        while self._conn is None:
+            if not self.alive():
+                raise self._died("before the executor port opened")
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(str(self.exec_sock))
+                self._conn = s
+            except (FileNotFoundError, ConnectionRefusedError):
+                s.close()
+                if time.monotonic() > deadline:
+                    raise SvmfuzzError(f"{self.cfg.name}: executor port never appeared")
+                time.sleep(0.05)
+        return self._conn
+
+    def read_line(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        conn = self._connect(deadline)
+        while b"\n" not in self._rbuf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            conn.settimeout(min(left, 0.5))
+            try:
+                chunk = conn.recv(4096)
+            except socket.timeout:
+                if not self.alive():
+                    raise self._died("while the host waited for the executor")
+                continue
+            if not chunk:
+                raise self._died("and closed the executor port")
+            self._rbuf += chunk
+        line, _, self._rbuf = self._rbuf.partition(b"\n")
+        return line.decode(errors="replace")
+
+    def send(self, line: str) -> None:
+        self._connect(time.monotonic() + 5).sendall(line.encode() + b"\n")
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds from QEMU start to the executor's READY line."""
+        try:
+            line = self.read_line(timeout)
+        except TimeoutError:
+            tail = "\n".join(self.console_log.read_text(errors="replace").splitlines()[-25:])
+            raise SvmfuzzError(f"{self.cfg.name}: no executor after {timeout:.0f} s "
+                               f"(accel {self.cfg.accel}); console tail:\n{tail}") from None
+        if not line.startswith("READY"):
+            raise SvmfuzzError(f"{self.cfg.name}: executor said {line!r} instead of READY")
+        return self.elapsed()
+
+    def ping(self) -> float:
+        t = time.monotonic()
+        self.send("PING")
+        if (reply := self.read_line(10)) != "PONG":
+            raise SvmfuzzError(f"{self.cfg.name}: executor answered {reply!r} to PING")
+        return time.monotonic() - t
+
+    def poweroff(self, timeout: float = 60) -> None:
+        self.send("POWEROFF")
+        self.wait_exit(timeout)
+
+    def wait_exit(self, timeout: float) -> int | None:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self._sockdir, ignore_errors=True)
+
+    def console(self) -> str:
+        return self.console_log.read_text(errors="replace")
+
+
+def kernel_trouble(console: str) -> list[str]:
+    return [line for line in console.splitlines() if KERNEL_TROUBLE.search(line)]
+
+
+def choose_accel(requested: str, artifacts: Artifacts, workdir: Path, log) -> str:
+    """TCG unless KVM is asked for, or a short probe boot shows it works."""
+    if requested != "auto":
+        return requested
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        log("accel: tcg (no usable /dev/kvm)")
+        return "tcg"
+    record = cache_root() / "kvm-probe.json"
+    key = artifacts.key()
+    try:
+        known = json.loads(record.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        accel = known[key]
+        log(f"accel: {accel} (an earlier KVM probe with these artifacts "
+            f"{'succeeded' if accel == 'kvm' else 'failed'})")
+        return accel
+    log(f"accel: probing KVM (a boot within {KVM_PROBE_SECONDS} s)")
+    cfg = VmConfig(artifacts, workdir, name="kvm-probe", accel="kvm", devices=1)
+    accel = "tcg"
+    try:
+        with Vm(cfg) as vm:
+            vm.wait_ready(KVM_PROBE_SECONDS)
+            accel = "kvm"
+    except SvmfuzzError as e:
+        log(f"accel: KVM probe failed ({str(e).splitlines()[0]})")
+    known[key] = accel
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_suffix(f".tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(known, indent=2))
+    os.replace(tmp, record)
+    log(f"accel: {accel}")
+    return accel
+
+
+def config_from_args(args, run: str, log) -> VmConfig:
+    build = Path(args.build_dir)
+    artifacts = Artifacts.from_build(build, args.qemu_flavour)
+    workdir = Path(args.workdir) if args.workdir else build / "vm"
+    accel = choose_accel(args.accel, artifacts, workdir, log)
+    return VmConfig(artifacts, workdir, accel=accel, cpus=args.cpus, memory=args.memory,
+                    devices=args.devices, run=run)
+
+
+def boot_command(args, log) -> int:
+    if args.shell:
+        cfg = config_from_args(args, "shell", log)
+        cfg.interactive = True
+        log(f"boot: interactive console ({cfg.accel}); the guest powers off when the shell exits")
+        with Vm(cfg) as vm:
+            vm.wait_exit(None)
+        return 0
+    cfg = config_from_args(args, "executor", log)
+    with Vm(cfg) as vm:
+        log(f"boot: {cfg.devices} svmdev device(s), {cfg.cpus} vCPUs, {cfg.memory}, {cfg.accel}; "
+            f"console: {vm.console_log}")
+        seconds = vm.wait_ready(args.timeout)
+        log(f"boot: executor ready in {seconds:.1f} s")
+        rtt = min(vm.ping() for _ in range(20))
+        log(f"boot: host<->executor round trip {rtt * 1000:.2f} ms (best of 20)")
+        vm.poweroff()
+        console = vm.console()
+    bound = len(re.findall(r"svmdev \S+: svmdev interface \d+\.\d+", console))
+    log(f"boot: guest driver bound {bound} of {cfg.devices} svmdev device(s)")
+    trouble = kernel_trouble(console)
+    for line in trouble:
+        log(f"boot: kernel reported: {line.strip()}")
+    if bound != cfg.devices or trouble:
+        return 1
+    log("boot: ok")
+    return 0
