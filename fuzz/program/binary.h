@@ -36,7 +36,9 @@ std::vector<uint8_t> Encode(const Program& program);
 
 // Always returns a program that Validate() accepts.
 Program Decode(const uint8_t* data, size_t size);
-inline Program Decode(const std::vector<uint8_t>& bytes) { return Decode(bytes.data(), bytes.size()); }
+inline Program Decode(const std::vector<uint8_t>& bytes) {
+  return Decode(bytes.data(), bytes.size());
+}
 
 }  // namespace svmfuzz
 

@@ -8,8 +8,7 @@ namespace {
 constexpr const char* kMapKinds[] = {"anon", "shared", "file", "file_shared", "huge", "hugetlb"};
 // Index is the PROT_* bit mask.
 constexpr const char* kProts[] = {"none", "r", "w", "rw", "x", "rx", "wx", "rwx"};
-constexpr const char* kAdvice[] = {"dontneed", "free",     "pageout",
-                                   "cold",     "hugepage", "nohugepage"};
+constexpr const char* kAdvice[] = {"dontneed", "free", "pageout", "cold", "hugepage", "nohugepage"};
 constexpr const char* kNoYes[] = {"no", "yes"};
 constexpr const char* kAccess[] = {"read", "write", "atomic"};
 
@@ -33,8 +32,8 @@ constexpr ArgDesc Seed() { return Int("seed", 0, 0xffffffff); }
 
 enum Flags { kNone = 0, kBody = 1, kMainOnly = 2 };
 
-constexpr OpDesc Row(OpCode code, const char* name, std::initializer_list<ArgDesc> args,
-                     int flags, const char* doc) {
+constexpr OpDesc Row(OpCode code, const char* name, std::initializer_list<ArgDesc> args, int flags,
+                     const char* doc) {
   OpDesc d{code, name, 0, {}, (flags & kBody) != 0, (flags & kMainOnly) != 0, doc};
   for (const ArgDesc& a : args) d.args[d.num_args++] = a;
   return d;
@@ -42,22 +41,29 @@ constexpr OpDesc Row(OpCode code, const char* name, std::initializer_list<ArgDes
 
 // One row per OpCode, in OpCode order (checked below).
 constexpr OpDesc kOps[] = {
-    Row(OpCode::kMmap, "mmap", {NewBuf(), Size(), Enum("kind", kMapKinds), Enum("prot", kProts)}, kNone,
-        "map a new buffer; huge is anonymous THP-aligned memory, hugetlb uses MAP_HUGETLB"),
+    Row(OpCode::kMmap, "mmap", {NewBuf(), Size(), Enum("kind", kMapKinds), Enum("prot", kProts)},
+        kNone, "map a new buffer; huge is anonymous THP-aligned memory, hugetlb uses MAP_HUGETLB"),
     Row(OpCode::kMunmap, "munmap", {Buf(), Off(), Count()}, kNone,
         "unmap pages; unmapping the whole buffer ends it and frees its id"),
-    Row(OpCode::kMprotect, "mprotect", {Buf(), Off(), Count(), Enum("prot", kProts)}, kNone, "change protection"),
-    Row(OpCode::kMadvise, "madvise", {Buf(), Off(), Count(), Enum("advice", kAdvice)}, kNone, "madvise a range"),
+    Row(OpCode::kMprotect, "mprotect", {Buf(), Off(), Count(), Enum("prot", kProts)}, kNone,
+        "change protection"),
+    Row(OpCode::kMadvise, "madvise", {Buf(), Off(), Count(), Enum("advice", kAdvice)}, kNone,
+        "madvise a range"),
     Row(OpCode::kMremap, "mremap", {Buf(), Size(), Enum("move", kNoYes)}, kNone,
         "resize a buffer, letting the kernel move it if move=yes"),
     Row(OpCode::kFork, "fork", {Enum("wait", kNoYes)}, kBody | kMainOnly,
         "fork; the child runs the block and exits; wait=yes makes the parent wait for it"),
-    Row(OpCode::kThreadCreate, "thread_create", {NewTid()}, kMainOnly, "start a thread that runs the ops tagged @tid"),
-    Row(OpCode::kThreadJoin, "thread_join", {Tid()}, kMainOnly, "wait until the thread has run its ops, end it"),
-    Row(OpCode::kTouch, "touch", {Buf(), Off(), Count()}, kNone, "read one byte of each page (fault it in)"),
+    Row(OpCode::kThreadCreate, "thread_create", {NewTid()}, kMainOnly,
+        "start a thread that runs the ops tagged @tid"),
+    Row(OpCode::kThreadJoin, "thread_join", {Tid()}, kMainOnly,
+        "wait until the thread has run its ops, end it"),
+    Row(OpCode::kTouch, "touch", {Buf(), Off(), Count()}, kNone,
+        "read one byte of each page (fault it in)"),
     Row(OpCode::kRead, "read", {Buf(), Off(), Count()}, kNone, "read every byte of the range"),
-    Row(OpCode::kWrite, "write", {Buf(), Off(), Count(), Seed()}, kNone, "fill the range with pattern(seed)"),
-    Row(OpCode::kVerify, "verify", {Buf(), Off(), Count(), Seed()}, kNone, "check the range holds pattern(seed)"),
+    Row(OpCode::kWrite, "write", {Buf(), Off(), Count(), Seed()}, kNone,
+        "fill the range with pattern(seed)"),
+    Row(OpCode::kVerify, "verify", {Buf(), Off(), Count(), Seed()}, kNone,
+        "check the range holds pattern(seed)"),
     Row(OpCode::kMirror, "mirror", {Buf(), Off(), Count(), Enum("write", kNoYes)}, kNone,
         "driver: fault the range into the device MMU with hmm_range_fault"),
     Row(OpCode::kPrefetch, "prefetch", {Buf(), Off(), Count()}, kNone,
@@ -66,7 +72,8 @@ constexpr OpDesc kOps[] = {
         "driver: migrate the range to device-private memory"),
     Row(OpCode::kMigrateToSystem, "migrate_to_sys", {Buf(), Off(), Count()}, kNone,
         "driver: migrate the range back to system memory"),
-    Row(OpCode::kDeviceRead, "dev_read", {Buf(), Off(), Count()}, kNone, "driver: the device copies the range out"),
+    Row(OpCode::kDeviceRead, "dev_read", {Buf(), Off(), Count()}, kNone,
+        "driver: the device copies the range out"),
     Row(OpCode::kDeviceWrite, "dev_write", {Buf(), Off(), Count(), Seed()}, kNone,
         "driver: the device writes pattern(seed) to the range"),
     Row(OpCode::kDeviceAtomic, "dev_atomic", {Buf(), Off(), Count()}, kNone,
@@ -75,21 +82,25 @@ constexpr OpDesc kOps[] = {
         "driver: report the range's page states without faulting"),
     Row(OpCode::kExclusive, "exclusive", {Buf(), Off(), Count()}, kNone,
         "driver: take the range device-exclusive and hold it"),
-    Row(OpCode::kRelease, "release", {}, kNone, "driver: evict all device-private memory back to system memory"),
-    Row(OpCode::kDeviceAccess, "dev_access", {Buf(), Off("page"), Int("word", 0, 511), Enum("access", kAccess)}, kNone,
+    Row(OpCode::kRelease, "release", {}, kNone,
+        "driver: evict all device-private memory back to system memory"),
+    Row(OpCode::kDeviceAccess, "dev_access",
+        {Buf(), Off("page"), Int("word", 0, 511), Enum("access", kAccess)}, kNone,
         "device: access a 64-bit word on its own, through its MMU and replayable faults"),
     Row(OpCode::kFaultStorm, "fault_storm", {Buf(), Off(), Count(), Int("count", 1, 4096)}, kNone,
         "device: raise `count` faults spread over the range"),
     Row(OpCode::kDelayAcks, "delay_acks", {Int("us", 0, 1000000)}, kNone,
         "device: acknowledge invalidations this much later"),
-    Row(OpCode::kDropAcks, "drop_acks", {Int("count", 1, 64)}, kNone, "device: drop the next invalidation acks"),
-    Row(OpCode::kFailDma, "fail_dma", {Int("count", 1, 64)}, kNone, "device: fail the next DMA transfers"),
+    Row(OpCode::kDropAcks, "drop_acks", {Int("count", 1, 64)}, kNone,
+        "device: drop the next invalidation acks"),
+    Row(OpCode::kFailDma, "fail_dma", {Int("count", 1, 64)}, kNone,
+        "device: fail the next DMA transfers"),
     Row(OpCode::kFailNth, "fail_nth", {Int("nth", 1, 64)}, kNone,
         "fault injection: fail the nth allocation of the next op"),
     Row(OpCode::kFailslab, "failslab", {Int("percent", 1, 100), Int("times", 1, 1000)}, kNone,
         "fault injection: failslab probability and count"),
-    Row(OpCode::kFailPageAlloc, "fail_page_alloc", {Int("percent", 1, 100), Int("times", 1, 1000)}, kNone,
-        "fault injection: fail_page_alloc probability and count"),
+    Row(OpCode::kFailPageAlloc, "fail_page_alloc", {Int("percent", 1, 100), Int("times", 1, 1000)},
+        kNone, "fault injection: fail_page_alloc probability and count"),
     Row(OpCode::kDriverFailAlloc, "drv_fail_alloc", {Int("count", 1, 64)}, kNone,
         "fault injection: fail the driver's next allocations"),
     Row(OpCode::kDriverFailCopy, "drv_fail_copy", {Int("count", 1, 64)}, kNone,
@@ -125,7 +136,10 @@ int ArgIndex(OpCode code, std::string_view name) {
   return -1;
 }
 
-uint64_t Op::arg(std::string_view name) const { return args[ArgIndex(code, name)]; }
+// at(): an unknown name is a programming error; fail loudly, not out of bounds.
+uint64_t Op::arg(std::string_view name) const {
+  return args.at(static_cast<size_t>(ArgIndex(code, name)));
+}
 
 std::vector<uint64_t> Scope::MappedBuffers() const {
   std::vector<uint64_t> ids;

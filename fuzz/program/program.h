@@ -17,11 +17,11 @@ namespace svmfuzz {
 
 // Limits keep a single program cheap to run under TCG and bound the state the
 // executor must track.
-inline constexpr size_t kMaxOps = 256;        // all ops, fork bodies included
-inline constexpr int kMaxForkDepth = 2;       // fork inside fork, no deeper
-inline constexpr uint64_t kMaxBuffers = 16;   // buffer ids 0..15
-inline constexpr uint64_t kMaxThreads = 8;    // 0 is the main thread, 1..7 created
-inline constexpr uint64_t kMaxPages = 1024;   // per buffer, in 4 KiB pages
+inline constexpr size_t kMaxOps = 256;       // all ops, fork bodies included
+inline constexpr int kMaxForkDepth = 2;      // fork inside fork, no deeper
+inline constexpr uint64_t kMaxBuffers = 16;  // buffer ids 0..15
+inline constexpr uint64_t kMaxThreads = 8;   // 0 is the main thread, 1..7 created
+inline constexpr uint64_t kMaxPages = 1024;  // per buffer, in 4 KiB pages
 inline constexpr int kMaxArgs = 5;
 
 // The numeric value is the opcode of the binary form: new ops go at the end so

@@ -1,5 +1,6 @@
 // libFuzzer target for the program codecs: any input decodes to a valid
-// program whose text and binary forms both round-trip.
+// program whose text and binary forms both round-trip, and the text parser
+// survives the same bytes read as text.
 #include <cstdio>
 #include <cstdlib>
 
@@ -19,7 +20,8 @@ namespace {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const svmfuzz::Program program = svmfuzz::Decode(data, size);
   const std::string text = svmfuzz::Print(program);
-  if (auto e = svmfuzz::Validate(program)) Die("decoded program is invalid", e->message + "\n" + text);
+  if (auto e = svmfuzz::Validate(program))
+    Die("decoded program is invalid", e->message + "\n" + text);
 
   svmfuzz::ParseError error;
   const auto parsed = svmfuzz::Parse(text, &error);
@@ -29,5 +31,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   if (svmfuzz::Decode(svmfuzz::Encode(program)) != program)
     Die("binary round trip changed the program", text);
+
+  const std::string_view raw(reinterpret_cast<const char*>(data), size);
+  if (const auto p = svmfuzz::Parse(raw, &error)) {
+    if (auto e = svmfuzz::Validate(*p)) Die("parsed program is invalid", e->message);
+    const auto again = svmfuzz::Parse(svmfuzz::Print(*p), &error);
+    if (!again || *again != *p)
+      Die("text round trip of parsed input changed it", svmfuzz::Print(*p));
+  }
   return 0;
 }

@@ -1,5 +1,6 @@
 // svmprog: converts programs between their text and binary forms.
 //
+//   svmprog ops                      list the ops and their arguments
 //   svmprog fmt FILE.svmp            print the canonical text
 //   svmprog decode FILE              print the program a fuzzer input decodes to
 //   svmprog encode -o DIR FILE.svmp...  write DIR/NAME.bin for each text program
@@ -44,8 +45,26 @@ std::string Stem(const std::string& path) {
   return dot == std::string::npos ? name : name.substr(0, dot);
 }
 
+void ListOps() {
+  for (size_t i = 0; i < svmfuzz::kNumOps; i++) {
+    const svmfuzz::OpDesc& d = svmfuzz::Describe(static_cast<svmfuzz::OpCode>(i));
+    std::cout << d.name;
+    for (int j = 0; j < d.num_args; j++) {
+      const svmfuzz::ArgDesc& a = d.args[j];
+      std::cout << " " << a.name << "=";
+      if (a.kind == svmfuzz::ArgKind::kEnum) {
+        for (uint64_t v = 0; v <= a.max; v++) std::cout << (v ? "|" : "") << a.values[v];
+      } else {
+        std::cout << "[" << a.min << "," << a.max << "]";
+      }
+    }
+    std::cout << (d.has_body ? " { ... }" : "") << "\n    " << d.doc << "\n";
+  }
+}
+
 int Usage() {
-  std::cerr << "usage: svmprog fmt FILE.svmp\n"
+  std::cerr << "usage: svmprog ops\n"
+               "       svmprog fmt FILE.svmp\n"
                "       svmprog decode FILE\n"
                "       svmprog encode -o DIR FILE.svmp...\n";
   return 2;
@@ -54,8 +73,12 @@ int Usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) return Usage();
+  if (argc < 2) return Usage();
   const std::string cmd = argv[1];
+  if (cmd == "ops" && argc == 2) {
+    ListOps();
+    return 0;
+  }
   if (cmd == "fmt" && argc == 3) {
     svmfuzz::Program program;
     if (!ParseFile(argv[2], &program)) return 1;

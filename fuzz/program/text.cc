@@ -53,8 +53,9 @@ class Parser {
  public:
   explicit Parser(std::string_view text) : text_(text) {}
 
-  // Throws Failure on a syntax error.
-  void ParseBlock(std::vector<Op>* ops, std::vector<OpLocs>* locs, const Loc* open) {
+  // Throws Failure on a syntax error. `open` is where the enclosing block was
+  // opened, nullptr at the top level.
+  void ParseBlock(std::vector<Op>* ops, std::vector<OpLocs>* locs, const Loc* open, int depth) {
     for (;;) {
       SkipBlankLines();
       if (AtEnd()) {
@@ -71,12 +72,12 @@ class Parser {
       }
       ops->emplace_back();
       locs->emplace_back();
-      ParseOp(&ops->back(), &locs->back());
+      ParseOp(&ops->back(), &locs->back(), depth);
     }
   }
 
  private:
-  void ParseOp(Op* op, OpLocs* locs) {
+  void ParseOp(Op* op, OpLocs* locs, int depth) {
     locs->op = here_;
     if (Peek() == '@') {
       Advance();
@@ -103,7 +104,8 @@ class Parser {
       const std::string key = ReadWord();
       if (key.empty()) Fail("expected an argument name, found " + Found());
       const int i = ArgIndex(op->code, key);
-      if (i < 0) Fail(name + " has no argument " + Quote(key) + "; it takes " + ArgList(*d), key_at);
+      if (i < 0)
+        Fail(name + " has no argument " + Quote(key) + "; it takes " + ArgList(*d), key_at);
       if (seen[i]) Fail("argument " + Quote(key) + " given twice", key_at);
       seen[i] = true;
       if (Peek() != '=') Fail("expected '=' after " + Quote(key) + ", found " + Found());
@@ -115,11 +117,14 @@ class Parser {
       if (!seen[i]) Fail("expected argument " + Quote(d->args[i].name) + " of " + name);
 
     if (d->has_body) {
+      // The validator would say the same, but only after unbounded recursion.
+      if (depth >= kMaxForkDepth)
+        Fail("forks nest deeper than " + std::to_string(kMaxForkDepth), locs->op);
       if (Peek() != '{') Fail("expected '{' to open the " + name + " block, found " + Found());
       const Loc open = here_;
       Advance();
       ExpectEndOfLine();
-      ParseBlock(&op->body, &locs->body, &open);
+      ParseBlock(&op->body, &locs->body, &open, depth + 1);
     } else {
       if (Peek() == '{') Fail(name + " takes no block");
       ExpectEndOfLine();
@@ -138,7 +143,8 @@ class Parser {
       Fail(std::string(a.name) + "=" + word + ": expected one of " + names, at);
     }
     uint64_t v;
-    if (!ParseNumber(word, &v)) Fail("expected a number for " + Quote(a.name) + ", found " + Quote(word), at);
+    if (!ParseNumber(word, &v))
+      Fail("expected a number for " + Quote(a.name) + ", found " + Quote(word), at);
     if (v < a.min || v > a.max)
       Fail(std::string(a.name) + "=" + word + " is not in [" + std::to_string(a.min) + ", " +
                std::to_string(a.max) + "]",
@@ -237,7 +243,9 @@ class Parser {
   }
 
   [[noreturn]] void Fail(std::string message) const { Fail(std::move(message), here_); }
-  [[noreturn]] static void Fail(std::string message, Loc at) { throw Failure{at, std::move(message)}; }
+  [[noreturn]] static void Fail(std::string message, Loc at) {
+    throw Failure{at, std::move(message)};
+  }
 
   std::string_view text_;
   size_t pos_ = 0;
@@ -260,7 +268,7 @@ std::optional<Program> Parse(std::string_view text, ParseError* error) {
   Program program;
   std::vector<OpLocs> locs;
   try {
-    Parser(text).ParseBlock(&program.ops, &locs, nullptr);
+    Parser(text).ParseBlock(&program.ops, &locs, nullptr, 0);
   } catch (const Failure& f) {
     *error = {f.loc.line, f.loc.col, f.message};
     return std::nullopt;

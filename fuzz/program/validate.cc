@@ -19,8 +19,7 @@ class Walker {
       if (Problem p = CheckOp(op, scope)) return Fail(p->first, p->second);
       const OpDesc& d = Describe(op.code);
       if (d.has_body) {
-        if (depth >= kMaxForkDepth)
-          return Fail(-1, "forks nest deeper than " + Str(kMaxForkDepth));
+        if (depth >= kMaxForkDepth) return Fail(-1, "forks nest deeper than " + Str(kMaxForkDepth));
         if (auto e = Walk(op.body, scope.ForChild(), depth + 1)) return e;
       } else if (!op.body.empty()) {
         return Fail(-1, std::string(d.name) + " takes no block");
@@ -48,7 +47,8 @@ Problem CheckOp(const Op& op, const Scope& scope) {
   const OpDesc& d = Describe(op.code);
   if (op.thread != 0) {
     if (d.main_thread_only) return At(-1, std::string(d.name) + " runs on the main thread only");
-    if (!scope.ThreadRunning(op.thread)) return At(-1, "thread " + Str(op.thread) + " is not running");
+    if (!scope.ThreadRunning(op.thread))
+      return At(-1, "thread " + Str(op.thread) + " is not running");
   }
   uint64_t buf = 0, size = 0, off = 0;
   for (int i = 0; i < d.num_args; i++) {
@@ -56,7 +56,8 @@ Problem CheckOp(const Op& op, const Scope& scope) {
     const uint64_t v = op.args[i];
     switch (a.kind) {
       case ArgKind::kNewBuffer:
-        if (v >= kMaxBuffers) return At(i, "buffer id " + Str(v) + " is not below " + Str(kMaxBuffers));
+        if (v >= kMaxBuffers)
+          return At(i, "buffer id " + Str(v) + " is not below " + Str(kMaxBuffers));
         if (scope.BufferMapped(v)) return At(i, "buffer " + Str(v) + " is already mapped");
         break;
       case ArgKind::kBuffer:
@@ -72,12 +73,13 @@ Problem CheckOp(const Op& op, const Scope& scope) {
         break;
       case ArgKind::kPageCount:
         if (v < 1 || v > size - off)
-          return At(i, Str(v) + " pages from offset " + Str(off) + " do not fit buffer " + Str(buf) +
-                           " of " + Str(size) + " pages");
+          return At(i, Str(v) + " pages from offset " + Str(off) + " do not fit buffer " +
+                           Str(buf) + " of " + Str(size) + " pages");
         break;
       case ArgKind::kNewThread:
         if (v < a.min || v > a.max)
-          return At(i, "thread id " + Str(v) + " is not in [" + Str(a.min) + ", " + Str(a.max) + "]");
+          return At(i,
+                    "thread id " + Str(v) + " is not in [" + Str(a.min) + ", " + Str(a.max) + "]");
         if (scope.ThreadRunning(v)) return At(i, "thread " + Str(v) + " is already running");
         break;
       case ArgKind::kThread:

@@ -90,6 +90,8 @@ def make_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("selftest", help="run the kernel's hmm-tests in the guest")
     _add_vm_options(st)
+    st.add_argument("--driver", choices=["test_hmm", "svmdev"], default="test_hmm",
+                    help="which driver backs /dev/hmm_dmirror* (default: %(default)s)")
     st.add_argument("--results", help="JSON results file (default: <workdir>/hmm-tests.json)")
     st.add_argument("--expect", help="file of expected failures to check the results against")
     st.set_defaults(func=_cmd_selftest)

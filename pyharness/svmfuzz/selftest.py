@@ -18,6 +18,10 @@ END = re.compile(r"svmfuzz-hmm-tests: end rc=(\d+)")
 RESULT = re.compile(r"^(not ok|ok) (\d+) (\S+)(?:\s+#\s*(SKIP|XFAIL|TODO)\b\s*(.*))?")
 RUN = re.compile(r"^#\s+RUN\s+(\S+)")
 PLAN = re.compile(r"^1\.\.(\d+)")
+DRIVER_APPEND = {
+    "test_hmm": ["svmfuzz.modules=test_hmm"],
+    "svmdev": ["svmfuzz.modules=svmdev", "svmfuzz.svmdev=dmirror_compat=1"],
+}
 VERDICT = re.compile(r"^#\s+(OK|FAIL|SKIP|XFAIL|XPASS)\s+\S+")
 
 
@@ -109,9 +113,11 @@ def compare(report: SelftestReport, expected: dict[str, tuple[str, str]]) -> lis
 
 def command(args, log) -> int:
     cfg = config_from_args(args, "hmm-tests", log)
+    # Both drivers provide /dev/hmm_dmirror*: load exactly one.
+    cfg.extra_append += DRIVER_APPEND[args.driver]
     results = Path(args.results) if args.results else cfg.workdir / "hmm-tests.json"
     with Vm(cfg) as vm:
-        log(f"selftest: hmm-tests in the guest ({cfg.accel}, {cfg.cpus} vCPUs); "
+        log(f"selftest: hmm-tests on {args.driver} in the guest ({cfg.accel}, {cfg.cpus} vCPUs); "
             f"console: {vm.console_log}")
         if vm.wait_exit(args.timeout) is None:
             log(f"selftest: guest still running after {args.timeout:.0f} s; stopping it")

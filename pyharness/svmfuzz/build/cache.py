@@ -6,6 +6,7 @@ sibling and renames it into place, so a kill at any moment leaves either the
 old state or the complete new artifact, never a half-written one.
 """
 
+import fcntl
 import hashlib
 import json
 import os
@@ -91,13 +92,37 @@ def lookup(kind: str, key: str) -> Path | None:
 
 
 def publish(kind: str, key: str, fill: Callable[[Path], dict], log: Callable[[str], None]) -> Path:
-    """Return the artifact for key, calling fill(tmpdir) to make it if absent."""
+    """Return the artifact for key, calling fill(tmpdir) to make it if absent.
+
+    Builds of one kind share a build tree (kernel, QEMU), so they take turns.
+    """
     found = lookup(kind, key)
     if found:
         log(f"{kind}: reusing cached {found}")
         return found
     final = out_dir(kind, key)
     final.parent.mkdir(parents=True, exist_ok=True)
+    with open(final.parent.parent / ".lock", "w") as lock:
+        if not _try_lock(lock):
+            log(f"{kind}: waiting for another build of {kind} to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        found = lookup(kind, key)
+        if found:
+            log(f"{kind}: reusing cached {found}")
+            return found
+        return _build(kind, key, final, fill, log)
+
+
+def _try_lock(f) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _build(kind: str, key: str, final: Path, fill: Callable[[Path], dict],
+           log: Callable[[str], None]) -> Path:
     tmp = final.with_name(f"{key}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
