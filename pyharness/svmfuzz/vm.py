@@ -19,7 +19,7 @@ from svmfuzz.paths import cache_root
 
 FIRMWARE_DIRS = ["/usr/share/qemu", "/usr/share/seabios"]
 EXECUTOR_PORT = "svmfuzz.exec"
-KVM_PROBE_SECONDS = 60
+KVM_PROBE_SECONDS = 30
 
 # Console lines that mean the kernel found something wrong.
 KERNEL_TROUBLE = re.compile(
@@ -46,9 +46,9 @@ class Artifacts:
         return cls(found[f"qemu-{flavour}"] / "qemu-system-x86_64", found["kernel"],
                    found["initramfs"] / "initramfs.cpio")
 
-    def key(self) -> str:
-        return (cache.Hasher().text("qemu", str(self.qemu.parent)).text("kernel", str(self.kernel))
-                .text("initramfs", str(self.initramfs)).key())
+    def accel_key(self) -> str:
+        """Whether KVM works depends on QEMU and the kernel, not on the initramfs."""
+        return cache.Hasher().text("qemu", str(self.qemu.parent)).text("kernel", str(self.kernel)).key()
 
 
 @dataclass
@@ -225,7 +225,7 @@ def choose_accel(requested: str, artifacts: Artifacts, workdir: Path, log) -> st
         log("accel: tcg (no usable /dev/kvm)")
         return "tcg"
     record = cache_root() / "kvm-probe.json"
-    key = artifacts.key()
+    key = artifacts.accel_key()
     try:
         known = json.loads(record.read_text())
     except (OSError, ValueError):
