@@ -19,7 +19,8 @@ RECIPE = "module-v1"
 
 
 def _driver_files() -> list[Path]:
-    return sorted(p for p in DRIVER_DIR.iterdir()
+    """Kbuild and the C sources and headers, uapi/ included, relative to DRIVER_DIR."""
+    return sorted(p.relative_to(DRIVER_DIR) for p in DRIVER_DIR.rglob("*")
                   if p.is_file() and (p.suffix in (".c", ".h") or p.name == "Kbuild"))
 
 
@@ -30,7 +31,7 @@ def build(kernel: Path, log) -> Path:
         raise SvmfuzzError(f"kernel build tree {kbuild} is gone: rebuild the kernel")
     h = cache.Hasher().text("recipe", RECIPE).text("kernel", meta["key"])
     for f in _driver_files():
-        h.file(f.name, f)
+        h.file(str(f), DRIVER_DIR / f)
     key = h.tree("headers", HEADERS).key()
 
     def fill(out: Path) -> dict:
@@ -38,7 +39,8 @@ def build(kernel: Path, log) -> Path:
         shutil.rmtree(work, ignore_errors=True)
         (work / "include").mkdir(parents=True)
         for f in _driver_files():
-            shutil.copy2(f, work / f.name)
+            (work / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(DRIVER_DIR / f, work / f)
         shutil.copytree(HEADERS, work / "include" / "svmdev")
         log_file = out / "build.log"
         log(f"module: building the guest driver against {meta['release']}")

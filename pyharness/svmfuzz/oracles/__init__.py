@@ -1,0 +1,1 @@
+"""Oracles: judging a run from what the guest and the host saw."""
