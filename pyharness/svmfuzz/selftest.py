@@ -5,6 +5,7 @@ assertion the harness printed; an expectations file says which failures are
 known and why, so a new failure or a fixed one is never silent.
 """
 
+import fnmatch
 import json
 import re
 from dataclasses import asdict, dataclass
@@ -80,7 +81,10 @@ def parse_console(console: str) -> SelftestReport:
 
 
 def load_expectations(path: Path) -> dict[str, tuple[str, str]]:
-    """name -> (status, reason) from lines 'name status reason...'; # comments."""
+    """pattern -> (status, reason) from lines 'pattern status reason...'; # comments.
+
+    A pattern is a test name or a shell-style wildcard covering several.
+    """
     expected = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.strip()
@@ -99,15 +103,20 @@ def compare(report: SelftestReport, expected: dict[str, tuple[str, str]]) -> lis
     if report.planned is None or len(report.tests) != report.planned:
         problems.append(f"{len(report.tests)} results for {report.planned} planned tests: "
                         "the run did not finish")
-    seen = {t.name: t for t in report.tests}
+    used = set()
     for t in report.tests:
-        want = expected.get(t.name, ("pass", ""))[0]
+        want = "pass"
+        for pattern, (status, _) in expected.items():
+            if fnmatch.fnmatchcase(t.name, pattern):
+                want = status
+                used.add(pattern)
+                break
         if t.status != want:
             detail = f" ({t.reason})" if t.reason else ""
             problems.append(f"{t.name}: {t.status}, expected {want}{detail}")
-    for name in expected:
-        if name not in seen:
-            problems.append(f"{name}: listed in the expectations but did not run")
+    for pattern in expected:
+        if pattern not in used:
+            problems.append(f"{pattern}: listed in the expectations but no such test ran")
     return problems
 
 

@@ -59,6 +59,15 @@ def test_compare_flags_new_and_fixed_failures(tmp_path):
     assert any("migrate_mixed: pass, expected fail" in p for p in problems)
 
 
+def test_wildcards_cover_families(tmp_path):
+    r = selftest.parse_console(CONSOLE)
+    known = tmp_path / "known"
+    known.write_text("hmm.*.anon_write fail known\nhmm.*.hugetlb* skip no pool\n"
+                     "hmm.*.nothing_like_this fail stale entry\n")
+    assert selftest.compare(r, selftest.load_expectations(known)) == [
+        "hmm.*.nothing_like_this: listed in the expectations but no such test ran"]
+
+
 def test_truncated_run_is_reported():
     cut = CONSOLE.split("#  RUN           hmm2")[0]
     problems = selftest.compare(selftest.parse_console(cut), {})

@@ -140,9 +140,10 @@ def build(kernel_src: str | None, log, jobs: int | None = None) -> Path:
         mods.mkdir()
         shutil.copy2(bdir / "lib" / "test_hmm.ko", mods)
         log("kernel: building the static hmm-tests selftest")
+        # Compiled from its own folder so assertion messages name hmm-tests.c, not a path.
         selftests = src.path / "tools" / "testing" / "selftests"
         cache.run(["gcc", "-static", "-O2", "-pthread", f"-I{src.path}", f"-I{selftests}",
-                   selftests / "mm" / "hmm-tests.c", "-o", out / "hmm-tests"], log_file)
+                   "hmm-tests.c", "-o", out / "hmm-tests"], log_file, cwd=selftests / "mm")
         return {"release": kernel_release(src.path), "source": str(src.path),
                 "build_dir": str(bdir), "compiler": gcc}
 
