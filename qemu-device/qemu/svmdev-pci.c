@@ -1,16 +1,23 @@
 /*
- * QEMU glue for svmdev: QOM type, PCIe config, BAR0, properties.
+ * QEMU glue for svmdev: QOM type, PCIe config, BAR0 registers, MSI-X in
+ * BAR2, DMA, VRAM as a RAM region, the host control chardev and vmstate.
  * Everything the device does lives in the core (svmdev_core.h); this file
  * only connects it to QEMU.
  */
 #include "qemu/osdep.h"
+#include "qemu/error-report.h"
 #include "qemu/log.h"
 #include "qemu/module.h"
+#include "qemu/timer.h"
 #include "qemu/units.h"
 #include "qapi/error.h"
+#include "chardev/char-fe.h"
+#include "hw/pci/msix.h"
 #include "hw/pci/pci.h"
 #include "hw/pci/pcie.h"
 #include "hw/qdev-properties.h"
+#include "hw/qdev-properties-system.h"
+#include "migration/vmstate.h"
 #include "qom/object.h"
 
 #include "svmdev/svmdev_core.h"
@@ -22,14 +29,75 @@ OBJECT_DECLARE_SIMPLE_TYPE(SvmDevState, SVMDEV)
 struct SvmDevState {
 	PCIDevice parent_obj;
 	MemoryRegion regs;
+	/* VRAM lives in guest RAM blocks so savevm/loadvm carry it. */
+	MemoryRegion vram;
+	CharBackend chr;
 	svmdev_core *core;
+
+	/* properties */
 	uint64_t vram_size;
+	uint32_t contexts;
+
+	/* the core's state while a snapshot is saved or loaded */
+	uint32_t state_len;
+	uint8_t *state;
 };
+
+/* ---- host services for the core ---- */
 
 static void svmdev_guest_error(void *opaque, const char *msg)
 {
 	qemu_log_mask(LOG_GUEST_ERROR, "%s\n", msg);
 }
+
+static int svmdev_dma_read(void *opaque, uint64_t addr, void *buf, uint64_t len)
+{
+	SvmDevState *s = opaque;
+
+	return pci_dma_read(PCI_DEVICE(s), addr, buf, len) != MEMTX_OK;
+}
+
+static int svmdev_dma_write(void *opaque, uint64_t addr, const void *buf, uint64_t len)
+{
+	SvmDevState *s = opaque;
+
+	return pci_dma_write(PCI_DEVICE(s), addr, buf, len) != MEMTX_OK;
+}
+
+static void svmdev_raise_irq(void *opaque, unsigned vector)
+{
+	PCIDevice *pdev = PCI_DEVICE(opaque);
+
+	if (msix_enabled(pdev))
+		msix_notify(pdev, vector);
+}
+
+static void svmdev_ctl_send(void *opaque, const void *buf, size_t len)
+{
+	SvmDevState *s = opaque;
+
+	if (qemu_chr_fe_backend_connected(&s->chr))
+		qemu_chr_fe_write_all(&s->chr, buf, len);
+}
+
+static uint64_t svmdev_now_ns(void *opaque)
+{
+	return qemu_clock_get_ns(QEMU_CLOCK_VIRTUAL);
+}
+
+static int svmdev_ctl_can_read(void *opaque)
+{
+	return SVMDEV_CTL_MAX_PAYLOAD;
+}
+
+static void svmdev_ctl_read(void *opaque, const uint8_t *buf, int size)
+{
+	SvmDevState *s = opaque;
+
+	svmdev_core_ctl_input(s->core, buf, size);
+}
+
+/* ---- BAR0 ---- */
 
 static uint64_t svmdev_mmio_read(void *opaque, hwaddr addr, unsigned size)
 {
@@ -53,35 +121,71 @@ static const MemoryRegionOps svmdev_mmio_ops = {
 	.impl = { .min_access_size = 1, .max_access_size = 8 },
 };
 
+/* ---- lifetime ---- */
+
 static void svmdev_realize(PCIDevice *pdev, Error **errp)
 {
 	SvmDevState *s = SVMDEV(pdev);
-	svmdev_config cfg = { .vram_size = s->vram_size };
-	svmdev_host_ops ops = { .opaque = s, .guest_error = svmdev_guest_error };
+	svmdev_host_ops ops = {
+		.opaque = s,
+		.guest_error = svmdev_guest_error,
+		.dma_read = svmdev_dma_read,
+		.dma_write = svmdev_dma_write,
+		.raise_irq = svmdev_raise_irq,
+		.ctl_send = svmdev_ctl_send,
+		.now_ns = svmdev_now_ns,
+	};
+	svmdev_config cfg = { .vram_size = s->vram_size, .num_contexts = s->contexts };
 	char err[256] = "";
+	unsigned v;
+
+	ERRP_GUARD();
+
+	if (s->vram_size == 0 || s->vram_size % SVMDEV_PAGE_SIZE) {
+		error_setg(errp, "svmdev: vram-size must be a non-zero multiple of 4 KiB");
+		return;
+	}
+	memory_region_init_ram(&s->vram, OBJECT(s), "svmdev-vram", s->vram_size, errp);
+	if (*errp)
+		return;
+	cfg.vram = memory_region_get_ram_ptr(&s->vram);
 
 	s->core = svmdev_core_new(&cfg, &ops, err, sizeof(err));
 	if (!s->core) {
 		error_setg(errp, "%s", err);
-		return;
+		goto err_vram;
 	}
 	if (pcie_endpoint_cap_init(pdev, 0) < 0) {
-		svmdev_core_free(s->core);
-		s->core = NULL;
 		error_setg(errp, "svmdev: cannot add the PCIe capability");
-		return;
+		goto err_core;
 	}
 	memory_region_init_io(&s->regs, OBJECT(s), &svmdev_mmio_ops, s, "svmdev-regs",
 			      SVMDEV_BAR_REGS_SIZE);
 	pci_register_bar(pdev, SVMDEV_BAR_REGS,
 			 PCI_BASE_ADDRESS_SPACE_MEMORY | PCI_BASE_ADDRESS_MEM_TYPE_64,
 			 &s->regs);
+	if (msix_init_exclusive_bar(pdev, SVMDEV_NUM_VECTORS, SVMDEV_BAR_MSIX, errp))
+		goto err_core;
+	for (v = 0; v < SVMDEV_NUM_VECTORS; v++)
+		msix_vector_use(pdev, v);
+	qemu_chr_fe_set_handlers(&s->chr, svmdev_ctl_can_read, svmdev_ctl_read, NULL, NULL,
+				 s, NULL, true);
+	return;
+
+err_core:
+	svmdev_core_free(s->core);
+	s->core = NULL;
+err_vram:
+	object_unparent(OBJECT(&s->vram));
 }
 
 static void svmdev_exit(PCIDevice *pdev)
 {
 	SvmDevState *s = SVMDEV(pdev);
 
+	qemu_chr_fe_deinit(&s->chr, false);
+	msix_unuse_all_vectors(pdev);
+	msix_uninit_exclusive_bar(pdev);
 	svmdev_core_free(s->core);
 	s->core = NULL;
 }
@@ -94,8 +198,61 @@ static void svmdev_reset(DeviceState *dev)
 		svmdev_core_reset(s->core);
 }
 
+/* ---- snapshots: the core serializes itself, VRAM goes with guest RAM ---- */
+
+static int svmdev_pre_save(void *opaque)
+{
+	SvmDevState *s = opaque;
+	size_t len = svmdev_core_save(s->core, NULL, 0);
+
+	g_free(s->state);
+	s->state = g_malloc(len);
+	s->state_len = len;
+	svmdev_core_save(s->core, s->state, len);
+	return 0;
+}
+
+static int svmdev_post_save(void *opaque)
+{
+	SvmDevState *s = opaque;
+
+	g_free(s->state);
+	s->state = NULL;
+	s->state_len = 0;
+	return 0;
+}
+
+static int svmdev_post_load(void *opaque, int version_id)
+{
+	SvmDevState *s = opaque;
+	int ret = svmdev_core_load(s->core, s->state, s->state_len);
+
+	svmdev_post_save(s);
+	if (ret)
+		error_report("svmdev: device state in the snapshot is malformed");
+	return ret ? -EINVAL : 0;
+}
+
+static const VMStateDescription svmdev_vmstate = {
+	.name = "svmdev",
+	.version_id = 1,
+	.minimum_version_id = 1,
+	.pre_save = svmdev_pre_save,
+	.post_save = svmdev_post_save,
+	.post_load = svmdev_post_load,
+	.fields = (VMStateField[]) {
+		VMSTATE_PCI_DEVICE(parent_obj, SvmDevState),
+		VMSTATE_MSIX(parent_obj, SvmDevState),
+		VMSTATE_UINT32(state_len, SvmDevState),
+		VMSTATE_VBUFFER_ALLOC_UINT32(state, SvmDevState, 1, NULL, state_len),
+		VMSTATE_END_OF_LIST()
+	},
+};
+
 static Property svmdev_properties[] = {
 	DEFINE_PROP_SIZE("vram-size", SvmDevState, vram_size, 256 * MiB),
+	DEFINE_PROP_UINT32("contexts", SvmDevState, contexts, 16),
+	DEFINE_PROP_CHR("chardev", SvmDevState, chr),
 	DEFINE_PROP_END_OF_LIST(),
 };
 
@@ -112,6 +269,7 @@ static void svmdev_class_init(ObjectClass *klass, void *data)
 	k->class_id = SVMDEV_PCI_CLASS;
 	dc->desc = "svmfuzz shared-virtual-memory test device";
 	dc->reset = svmdev_reset;
+	dc->vmsd = &svmdev_vmstate;
 	device_class_set_props(dc, svmdev_properties);
 	set_bit(DEVICE_CATEGORY_MISC, dc->categories);
 }

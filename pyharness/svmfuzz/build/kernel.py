@@ -19,7 +19,7 @@ from svmfuzz.paths import REPO_ROOT, cache_root
 
 DEBIAN_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 FRAGMENT = REPO_ROOT / "guest-driver" / "kernel.config"
-RECIPE = "kernel-v1"
+RECIPE = "kernel-v2"
 
 
 @dataclass
