@@ -11,7 +11,7 @@ PACKAGES=(
 	python3 python3-dev python3-pybind11 pybind11-dev python3-pytest
 	# QEMU from Debian's source package
 	dpkg-dev meson libglib2.0-dev libpixman-1-dev libfdt-dev libslirp-dev flex bison
-	qemu-system-data seabios
+	qemu-system-data seabios qemu-utils
 	# guest kernel
 	linux-source-6.12 bc libelf-dev libssl-dev dwarves kmod cpio xz-utils rsync
 	# initramfs
