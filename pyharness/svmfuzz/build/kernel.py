@@ -19,6 +19,7 @@ from svmfuzz.paths import REPO_ROOT, cache_root
 
 DEBIAN_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 FRAGMENT = REPO_ROOT / "guest-driver" / "kernel.config"
+SELFTEST_ALARM = Path(__file__).with_name("hmm_tests_alarm.c")
 RECIPE = "kernel-v2"
 
 
@@ -120,7 +121,7 @@ def build(kernel_src: str | None, log, jobs: int | None = None) -> Path:
     bdir = cache_root() / "kernel" / "build" / \
         f"{src.name}-{cache.Hasher().text('cc', gcc).key()[:8]}"
     key = (cache.Hasher().text("recipe", RECIPE).text("source", src.fingerprint)
-           .file("fragment", FRAGMENT).text("cc", gcc).key())
+           .file("fragment", FRAGMENT).file("alarm", SELFTEST_ALARM).text("cc", gcc).key())
 
     def fill(out: Path) -> dict:
         bdir.mkdir(parents=True, exist_ok=True)
@@ -143,7 +144,8 @@ def build(kernel_src: str | None, log, jobs: int | None = None) -> Path:
         # Compiled from its own folder so assertion messages name hmm-tests.c, not a path.
         selftests = src.path / "tools" / "testing" / "selftests"
         cache.run(["gcc", "-static", "-O2", "-pthread", f"-I{src.path}", f"-I{selftests}",
-                   "hmm-tests.c", "-o", out / "hmm-tests"], log_file, cwd=selftests / "mm")
+                   "-Wl,--wrap=alarm", "hmm-tests.c", SELFTEST_ALARM, "-o", out / "hmm-tests"],
+                  log_file, cwd=selftests / "mm")
         return {"release": kernel_release(src.path), "source": str(src.path),
                 "build_dir": str(bdir), "compiler": gcc}
 
