@@ -1,83 +1,80 @@
-// svmfuzz-executor: runs in the guest, talks to the host over a virtio-serial
-// port. This first version announces readiness and answers the host's
-// liveness and power requests; programs arrive in a later protocol version.
+// svmfuzz-executor: runs in the guest and executes programs for the host,
+// which talks to it over the virtio-serial port "svmfuzz.exec" (protocol v2,
+// PROTOCOL.md). It powers the guest off when the host asks.
 //
-// Protocol: lines of text. The executor sends "READY <version>" once, then
-// answers "PING" with "PONG" and "POWEROFF" with "BYE" before powering off.
+//   svmfuzz-executor            the guest's executor
+//   svmfuzz-executor --fd N     serve on inherited descriptor N (a socket)
+//                               instead: the host-side tests run the real
+//                               executor this way; no guest-wide settings,
+//                               and power-off just exits.
 #include <fcntl.h>
 #include <sys/reboot.h>
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
-#include "guest_port.h"
+#include "executor/fault_injection.h"
+#include "executor/guest_port.h"
+#include "executor/server.h"
+#include "executor/supervisor.h"
 
 namespace {
 
-constexpr const char* kProtocolVersion = "1";
-
-bool WriteAll(int fd, const std::string& s) {
-  size_t done = 0;
-  while (done < s.size()) {
-    ssize_t n = write(fd, s.data() + done, s.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<size_t>(n);
-  }
-  return true;
+void WriteFile(const char* path, const char* value) {
+  const int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)!write(fd, value, std::strlen(value));
+  close(fd);
 }
 
-// Reads one line; false at end of stream or on error.
-bool ReadLine(int fd, std::string* line) {
-  line->clear();
-  char c;
-  for (;;) {
-    ssize_t n = read(fd, &c, 1);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    if (c == '\n') return true;
-    if (line->size() < 4096) line->push_back(c);
-  }
+// Guest-wide settings; the executor owns the guest.
+void PrepareGuest() {
+  // Never the OOM killer's choice: programs are.
+  WriteFile("/proc/self/oom_score_adj", "-1000");
+  // An OOM kill prints one report, not every task in the guest.
+  WriteFile("/proc/sys/vm/oom_dump_tasks", "0");
+  svmfuzz::faults::PrepareGuest();
 }
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--fd") {
+    svmfuzz::Supervisor supervisor;
+    return svmfuzz::Serve(std::atoi(argv[2]), &supervisor, "host", false) ? 0 : 1;
+  }
+  if (argc != 1) {
+    std::fprintf(stderr, "usage: svmfuzz-executor [--fd N]\n");
+    return 2;
+  }
   const std::string path = svmfuzz::FindVirtioPort("/sys", svmfuzz::kExecutorPortName);
   if (path.empty()) {
     std::fprintf(stderr, "svmfuzz-executor: no virtio port named %s\n", svmfuzz::kExecutorPortName);
     return 1;
   }
-  int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) {
     std::fprintf(stderr, "svmfuzz-executor: open %s: %s\n", path.c_str(), std::strerror(errno));
     return 1;
   }
-  if (!WriteAll(fd, std::string("READY ") + kProtocolVersion + "\n")) {
-    std::fprintf(stderr, "svmfuzz-executor: cannot write to %s\n", path.c_str());
+  PrepareGuest();
+  svmfuzz::Supervisor supervisor;
+  utsname uts{};
+  uname(&uts);
+  std::printf("svmfuzz-executor: ready on %s, features 0x%x\n", path.c_str(),
+              supervisor.features());
+  std::fflush(stdout);
+  if (!svmfuzz::Serve(fd, &supervisor, uts.release, true)) {
+    std::fprintf(stderr, "svmfuzz-executor: port %s failed: %s\n", path.c_str(),
+                 std::strerror(errno));
     return 1;
   }
-  std::printf("svmfuzz-executor: ready on %s\n", path.c_str());
-  std::fflush(stdout);
-
-  std::string line;
-  for (;;) {
-    // A port whose host side is not connected reads EOF: wait for the host.
-    if (!ReadLine(fd, &line)) {
-      usleep(100 * 1000);
-      continue;
-    }
-    if (line == "PING") {
-      WriteAll(fd, "PONG\n");
-    } else if (line == "POWEROFF") {
-      WriteAll(fd, "BYE\n");
-      sync();
-      reboot(RB_POWER_OFF);
-    } else {
-      WriteAll(fd, "ERROR unknown request\n");
-    }
-  }
+  sync();
+  reboot(RB_POWER_OFF);
+  return 0;
 }

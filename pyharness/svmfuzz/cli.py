@@ -55,6 +55,12 @@ def _cmd_selftest(args: argparse.Namespace) -> int:
     return selftest.command(args, log)
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from svmfuzz import runner
+
+    return runner.run_command(args, log)
+
+
 def _add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-dir", default=str(build_dir()),
                    help="CMake build directory holding artifacts/ (default: %(default)s)")
@@ -67,6 +73,7 @@ def _add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=300,
                    help="seconds to wait for the guest (default: %(default)s)")
     p.add_argument("--workdir", help="where console logs go (default: <build-dir>/vm)")
+    p.add_argument("--append", default="", help="extra kernel command-line arguments")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -95,6 +102,14 @@ def make_parser() -> argparse.ArgumentParser:
     st.add_argument("--results", help="JSON results file (default: <workdir>/hmm-tests.json)")
     st.add_argument("--expect", help="file of expected failures to check the results against")
     st.set_defaults(func=_cmd_selftest)
+
+    run = sub.add_parser("run", help="run text programs (.svmp) in the guest and show the results")
+    _add_vm_options(run)
+    run.add_argument("programs", nargs="+", help="program files in the text form")
+    run.add_argument("--repeat", type=int, default=1, help="runs of each program")
+    run.add_argument("--op-timeout-ms", type=int, default=5000)
+    run.add_argument("--program-timeout-ms", type=int, default=20000)
+    run.set_defaults(func=_cmd_run)
     return parser
 
 

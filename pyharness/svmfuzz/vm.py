@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from svmfuzz import protocol
 from svmfuzz.build import cache
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import cache_root
@@ -79,7 +80,8 @@ class Vm:
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self._conn: socket.socket | None = None
-        self._rbuf = b""
+        self._reader = protocol.FrameReader()
+        self.ready: protocol.Ready | None = None
 
     def argv(self) -> list[str]:
         c = self.cfg
@@ -128,9 +130,12 @@ class Vm:
         return time.monotonic() - self.started
 
     def _died(self, what: str) -> SvmfuzzError:
+        # A closed port usually means QEMU is exiting: give it a moment to say how.
+        rc = self.wait_exit(2)
+        who = f"QEMU exited ({rc})" if rc is not None else "the guest"
         err = self.stderr_log.read_text(errors="replace").strip()
         tail = "\n".join(self.console_log.read_text(errors="replace").splitlines()[-25:])
-        return SvmfuzzError(f"{self.cfg.name}: QEMU exited ({self.proc.returncode}) {what}\n"
+        return SvmfuzzError(f"{self.cfg.name}: {who} {what}\n"
                             f"QEMU said: {err or '(nothing)'}\nconsole tail:\n{tail}")
 
     def _connect(self, deadline: float) -> socket.socket:
@@ -148,50 +153,73 @@ class Vm:
                 time.sleep(0.05)
         return self._conn
 
-    def read_line(self, timeout: float) -> str:
+    def receive(self, timeout: float) -> tuple:
+        """The executor's next frame, (Msg, payload). TimeoutError if none in time."""
         deadline = time.monotonic() + timeout
         conn = self._connect(deadline)
-        while b"\n" not in self._rbuf:
+        while (got := self._reader.next()) is None:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError
             conn.settimeout(min(left, 0.5))
             try:
-                chunk = conn.recv(4096)
+                chunk = conn.recv(1 << 16)
             except socket.timeout:
                 if not self.alive():
                     raise self._died("while the host waited for the executor")
                 continue
+            except ConnectionError:
+                # QEMU aborting drops the port with a reset rather than EOF.
+                chunk = b""
             if not chunk:
                 raise self._died("and closed the executor port")
-            self._rbuf += chunk
-        line, _, self._rbuf = self._rbuf.partition(b"\n")
-        return line.decode(errors="replace")
+            self._reader.feed(chunk)
+        return got
 
-    def send(self, line: str) -> None:
-        self._connect(time.monotonic() + 5).sendall(line.encode() + b"\n")
+    def send(self, msg: protocol.Msg, payload: bytes = b"") -> None:
+        self._connect(time.monotonic() + 5).sendall(protocol.frame(msg, payload))
+
+    def _expect(self, want: protocol.Msg, timeout: float) -> bytes:
+        kind, payload = self.receive(timeout)
+        if kind != want:
+            detail = f" ({payload.decode(errors='replace')})" if kind == protocol.Msg.ERROR else ""
+            raise SvmfuzzError(f"{self.cfg.name}: executor sent {kind!r}{detail} "
+                               f"instead of {want.name}")
+        return payload
 
     def wait_ready(self, timeout: float) -> float:
-        """Seconds from QEMU start to the executor's READY line."""
+        """Seconds from QEMU start to the executor's READY."""
         try:
-            line = self.read_line(timeout)
+            payload = self._expect(protocol.Msg.READY, timeout)
         except TimeoutError:
             tail = "\n".join(self.console_log.read_text(errors="replace").splitlines()[-25:])
             raise SvmfuzzError(f"{self.cfg.name}: no executor after {timeout:.0f} s "
                                f"(accel {self.cfg.accel}); console tail:\n{tail}") from None
-        if not line.startswith("READY"):
-            raise SvmfuzzError(f"{self.cfg.name}: executor said {line!r} instead of READY")
+        self.ready = protocol.Ready.decode(payload)
+        if self.ready.version != protocol.VERSION:
+            raise SvmfuzzError(f"{self.cfg.name}: executor speaks protocol {self.ready.version}, "
+                               f"the host {protocol.VERSION}: rebuild the initramfs")
         return self.elapsed()
 
     def ping(self) -> float:
         t = time.monotonic()
-        self.send("PING")
-        if (reply := self.read_line(10)) != "PONG":
-            raise SvmfuzzError(f"{self.cfg.name}: executor answered {reply!r} to PING")
+        token = os.urandom(8)
+        self.send(protocol.Msg.PING, token)
+        if self._expect(protocol.Msg.PONG, 10) != token:
+            raise SvmfuzzError(f"{self.cfg.name}: executor echoed the wrong PING payload")
         return time.monotonic() - t
 
+    def execute(self, request: protocol.ExecRequest, timeout: float) -> protocol.ExecResult:
+        """Runs one program; TimeoutError if no result within `timeout` seconds."""
+        self.send(protocol.Msg.EXEC, request.encode())
+        result = protocol.ExecResult.decode(self._expect(protocol.Msg.RESULT, timeout))
+        if result.id != request.id:
+            raise SvmfuzzError(f"{self.cfg.name}: result for program {result.id}, "
+                               f"expected {request.id}")
+        return result
+
     def poweroff(self, timeout: float = 60) -> None:
-        self.send("POWEROFF")
+        self.send(protocol.Msg.POWEROFF)
         self.wait_exit(timeout)
 
     def wait_exit(self, timeout: float) -> int | None:
@@ -259,7 +287,7 @@ def config_from_args(args, run: str, log) -> VmConfig:
     workdir = Path(args.workdir) if args.workdir else build / "vm"
     accel = choose_accel(args.accel, artifacts, workdir, log)
     return VmConfig(artifacts, workdir, accel=accel, cpus=args.cpus, memory=args.memory,
-                    devices=args.devices, run=run)
+                    devices=args.devices, run=run, extra_append=args.append.split())
 
 
 def boot_command(args, log) -> int:

@@ -6,14 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from svmfuzz import vm
+from svmfuzz import protocol, vm
 from svmfuzz.errors import SvmfuzzError
 
 # Stands in for qemu-system-x86_64: serves the executor port the way the
-# guest's executor does, and writes a console log.
+# guest's executor does (protocol v2), and writes a console log. A program's
+# first byte picks what the "guest" does with it (see runner_test.py).
 FAKE_QEMU = textwrap.dedent("""\
     #!{python}
-    import os, socket, sys
+    import os, socket, sys, time
+    sys.path.insert(0, {pyharness!r})
+    from svmfuzz import protocol as p
     args = sys.argv[1:]
     mode = os.environ.get("FAKE_QEMU_MODE", "ok")
     for a in args:
@@ -21,10 +24,10 @@ FAKE_QEMU = textwrap.dedent("""\
             console = a.split("path=", 1)[1]
         if a.startswith("socket,"):
             sock = a.split("path=", 1)[1].split(",")[0]
-    with open(console, "w") as c:
-        c.write("svmdev 0000:00:03.0: svmdev interface 1.0\\n")
-        if mode == "warn":
-            c.write("WARNING: CPU: 1 PID: 9 at mm/hmm.c:1 hmm_foo+0x1\\n")
+    con = open(console, "w", buffering=1)
+    con.write("svmdev 0000:00:03.0: svmdev interface 1.0\\n")
+    if mode == "warn":
+        con.write("WARNING: CPU: 1 PID: 9 at mm/hmm.c:1 hmm_foo+0x1\\n")
     if mode == "die":
         print("qemu: could not load kernel", file=sys.stderr)
         sys.exit(1)
@@ -32,27 +35,64 @@ FAKE_QEMU = textwrap.dedent("""\
     srv.bind(sock)
     srv.listen(1)
     conn, _ = srv.accept()
-    if mode != "silent":
-        conn.sendall(b"READY 1\\n")
-    f = conn.makefile("rb")
-    for line in f:
-        if line == b"PING\\n":
-            conn.sendall(b"PONG\\n")
-        elif line == b"POWEROFF\\n":
-            conn.sendall(b"BYE\\n")
-            sys.exit(0)
+    if mode == "exec":  # the real executor, on this machine, serves the port
+        os.set_inheritable(conn.fileno(), True)
+        exe = os.environ["FAKE_QEMU_EXECUTOR"]
+        os.execv(exe, [exe, "--fd", str(conn.fileno())])
+    if mode == "silent":
+        time.sleep(3600)
+    if mode == "abort":  # QEMU asserting with a request unread: the host sees a reset
+        conn.sendall(p.frame(p.Msg.READY, p.Ready(p.VERSION, p.Feature.KCOV, "fake").encode()))
+        time.sleep(1)
+        print("qemu-system-x86_64: kvm.c:3183: Assertion failed", file=sys.stderr)
+        os.abort()
+    version = 1 if mode == "old" else p.VERSION
+    conn.sendall(p.frame(p.Msg.READY, p.Ready(version, p.Feature.KCOV, "fake").encode()))
+    reader = p.FrameReader()
+    while chunk := conn.recv(65536):
+        reader.feed(chunk)
+        while (f := reader.next()) is not None:
+            kind, payload = f
+            if kind == p.Msg.PING:
+                conn.sendall(p.frame(p.Msg.PONG, payload))
+            elif kind == p.Msg.POWEROFF:
+                conn.sendall(p.frame(p.Msg.BYE))
+                sys.exit(0)
+            elif kind == p.Msg.EXEC:
+                req = p.ExecRequest.decode(payload)
+                what = req.program[:1]
+                if what == b"\\xfe":  # the kernel dies
+                    con.write("BUG: KASAN: use-after-free in hmm_range_fault+0x1/0x2\\n")
+                    con.write("Kernel panic - not syncing: KASAN\\n")
+                    sys.exit(0)
+                if what == b"\\xfd":  # the guest hangs
+                    time.sleep(3600)
+                if what == b"\\xfc":  # the executor goes away
+                    conn.close()
+                    time.sleep(3600)
+                if what == b"\\xfb":  # the kernel warns and goes on
+                    con.write("WARNING: CPU: 0 PID: 1 at mm/hmm.c:2 hmm_bar+0x2\\n")
+                ops = [p.OpResult(b, 0, p.OpFlag.STARTED | p.OpFlag.DONE, 0, 0, 1)
+                       for b in req.program]
+                res = p.ExecResult(req.id, p.Status.OK, ops=ops, cover=[len(req.program)])
+                conn.sendall(p.frame(p.Msg.RESULT, res.encode()))
 """)
+PYHARNESS = str(Path(__file__).resolve().parents[1])
 
 
-@pytest.fixture
-def artifacts(tmp_path):
+def make_artifacts(tmp_path: Path) -> vm.Artifacts:
     qemu = tmp_path / "qemu" / "qemu-system-x86_64"
     qemu.parent.mkdir()
-    qemu.write_text(FAKE_QEMU.format(python=sys.executable))
+    qemu.write_text(FAKE_QEMU.format(python=sys.executable, pyharness=PYHARNESS))
     qemu.chmod(qemu.stat().st_mode | stat.S_IXUSR)
     kernel = tmp_path / "kernel"
     kernel.mkdir()
     return vm.Artifacts(qemu, kernel, tmp_path / "initramfs.cpio")
+
+
+@pytest.fixture
+def artifacts(tmp_path):
+    return make_artifacts(tmp_path)
 
 
 def config(artifacts, tmp_path, **kw):
@@ -74,6 +114,7 @@ def test_argv_has_each_device_and_the_executor_port(artifacts, tmp_path):
 def test_boot_ping_poweroff(artifacts, tmp_path):
     with vm.Vm(config(artifacts, tmp_path)) as v:
         assert v.wait_ready(20) > 0
+        assert v.ready.kernel == "fake" and v.ready.features == protocol.Feature.KCOV
         assert v.ping() < 5
         v.poweroff(20)
         assert v.proc.returncode == 0
@@ -94,6 +135,21 @@ def test_silent_guest_times_out_with_console_tail(artifacts, tmp_path, monkeypat
         with pytest.raises(SvmfuzzError, match="no executor after 1 s"):
             v.wait_ready(1)
     assert not v.alive()
+
+
+def test_execute_round_trip(artifacts, tmp_path):
+    with vm.Vm(config(artifacts, tmp_path)) as v:
+        v.wait_ready(20)
+        r = v.execute(protocol.ExecRequest(7, b"\x01\x02"), 20)
+        assert r.id == 7 and r.status == protocol.Status.OK
+        assert [o.code for o in r.ops] == [1, 2] and r.cover == [2]
+
+
+def test_executor_of_another_protocol_version_is_refused(artifacts, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_QEMU_MODE", "old")
+    with vm.Vm(config(artifacts, tmp_path)) as v:
+        with pytest.raises(SvmfuzzError, match="protocol 1.*rebuild the initramfs"):
+            v.wait_ready(20)
 
 
 def test_kernel_trouble_lines():
@@ -121,3 +177,11 @@ def test_kvm_probe_result_is_remembered(artifacts, tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_QEMU_MODE", "ok")  # not probed again
     assert vm.choose_accel("auto", artifacts, tmp_path, logs.append) == "tcg"
     assert "earlier KVM probe" in logs[-1]
+
+
+def test_qemu_aborting_is_reported_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_QEMU_MODE", "abort")
+    with vm.Vm(vm.VmConfig(make_artifacts(tmp_path), tmp_path / "work")) as v:
+        v.wait_ready(20)
+        with pytest.raises(SvmfuzzError, match="Assertion failed"):
+            v.ping()

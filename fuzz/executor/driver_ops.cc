@@ -1,0 +1,229 @@
+#include "executor/driver_ops.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "executor/protocol.h"
+#include "svmdev_uapi.h"
+
+namespace svmfuzz {
+namespace {
+
+constexpr const char* kDevicePath = "/dev/svmdev0";
+
+Outcome Unsupported() {
+  Outcome out;
+  out.err = EOPNOTSUPP;
+  out.flags = proto::kOpUnsupported;
+  return out;
+}
+
+uint64_t Addr(const void* p) { return reinterpret_cast<uint64_t>(p); }
+
+// ret: pages the driver did.
+Outcome RangeIoctl(int fd, unsigned long cmd, uint8_t* addr, uint64_t pages, uint64_t flags) {
+  svmdev_range_op op = {};
+  op.addr = Addr(addr);
+  op.npages = pages;
+  op.flags = flags;
+  Outcome out;
+  if (ioctl(fd, cmd, &op) != 0) out.err = errno;
+  out.ret = static_cast<int64_t>(op.done);
+  return out;
+}
+
+// One device access; errno, or EIO when the device completed it with an error.
+int Access(int fd, uint64_t addr, uint64_t kind, uint64_t size, uint64_t value, uint8_t* data) {
+  svmdev_access a = {};
+  a.addr = addr;
+  a.kind = kind;
+  a.size = size;
+  a.aop = SVMDEV_UAOP_ADD;
+  a.value = value;
+  a.ptr = data != nullptr ? Addr(data) : 0;
+  if (ioctl(fd, SVMDEV_IOC_ACCESS, &a) != 0) return errno;
+  return a.status == 0 ? 0 : EIO;
+}
+
+}  // namespace
+
+bool HaveDriver() { return access(kDevicePath, F_OK) == 0; }
+
+Device::~Device() {
+  if (fd_ >= 0) close(fd_);
+}
+
+int Device::Fd() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ >= 0) return fd_;
+  const int fd = open(kDevicePath, O_RDWR | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  svmdev_bind bind = {};
+  bind.personality = SVMDEV_PERS_NONE;
+  if (ioctl(fd, SVMDEV_IOC_BIND, &bind) != 0) {
+    const int err = errno;
+    close(fd);
+    return -err;
+  }
+  return fd_ = fd;
+}
+
+int Device::SetKnob(uint64_t fail_vram_alloc, uint64_t fail_copy) {
+  const int fd = Fd();
+  if (fd < 0) return -fd;
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fail_vram_alloc != 0) fail_vram_alloc_ = fail_vram_alloc;
+  if (fail_copy != 0) fail_copy_ = fail_copy;
+  svmdev_knobs k = {};
+  k.fail_vram_alloc = fail_vram_alloc_;
+  k.fail_copy = fail_copy_;
+  return ioctl(fd, SVMDEV_IOC_KNOBS, &k) == 0 ? 0 : errno;
+}
+
+std::vector<uint64_t> Device::Counters() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ < 0) return {};
+  svmdev_counters c = {};
+  if (ioctl(fd_, SVMDEV_IOC_COUNTERS, &c) != 0) return {};
+  std::vector<uint64_t> out(std::begin(c.hw), std::end(c.hw));
+  out.insert(out.end(), c.drv, c.drv + SVMDEV_NUM_CTRS);
+  out.insert(out.end(), {c.mn_starts, c.mn_ends, c.mn_refused, c.balanced});
+  return out;
+}
+
+bool IsDriverOp(OpCode code) {
+  switch (code) {
+    case OpCode::kMirror:
+    case OpCode::kPrefetch:
+    case OpCode::kMigrateToDevice:
+    case OpCode::kMigrateToSystem:
+    case OpCode::kDeviceRead:
+    case OpCode::kDeviceWrite:
+    case OpCode::kDeviceAtomic:
+    case OpCode::kSnapshot:
+    case OpCode::kExclusive:
+    case OpCode::kRelease:
+    case OpCode::kDeviceAccess:
+    case OpCode::kFaultStorm:
+    case OpCode::kDelayAcks:
+    case OpCode::kDropAcks:
+    case OpCode::kFailDma:
+    case OpCode::kDriverFailAlloc:
+    case OpCode::kDriverFailCopy:
+      return true;
+    default:
+      return false;
+  }
+}
+
+Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device,
+                    std::vector<PageMismatch>* bad) {
+  switch (op.code) {
+    case OpCode::kFaultStorm:
+    case OpCode::kDelayAcks:
+    case OpCode::kDropAcks:
+    case OpCode::kFailDma:
+      return Unsupported();  // the device's host control channel
+    default:
+      break;
+  }
+  const int fd = device->Fd();
+  if (fd < 0) {
+    Outcome out = Unsupported();
+    if (fd != -ENOENT) {  // the driver is there but refused: that is a result
+      out.err = -fd;
+      out.flags = 0;
+    }
+    return out;
+  }
+  const auto& a = op.args;
+  using Effect = Buffers::DeviceEffect;
+  const auto range = [&](unsigned long cmd, uint64_t flags) {
+    return buffers->OnRange(a[0], a[1], a[2], [&](uint8_t* addr, uint64_t pages) {
+      return RangeIoctl(fd, cmd, addr, pages, flags);
+    });
+  };
+  switch (op.code) {
+    case OpCode::kMirror:
+      // Fault the range in and map it in the device (hmm_range_fault with faulting).
+      return range(SVMDEV_IOC_PREFETCH, a[3] ? SVMDEV_RANGE_F_WRITE : 0);
+    case OpCode::kPrefetch:
+      // Map what the CPU already maps, without faulting.
+      return range(SVMDEV_IOC_MIRROR, 0);
+    case OpCode::kMigrateToDevice:
+      return range(SVMDEV_IOC_MIGRATE, 0);
+    case OpCode::kMigrateToSystem:
+      return range(SVMDEV_IOC_MIGRATE, SVMDEV_RANGE_F_TO_SYS);
+    case OpCode::kExclusive:
+      return range(SVMDEV_IOC_EXCLUSIVE, 0);
+    case OpCode::kRelease: {
+      svmdev_range_op r = {};  // npages 0: evict all of the device's memory
+      Outcome out;
+      if (ioctl(fd, SVMDEV_IOC_RELEASE, &r) != 0) out.err = errno;
+      out.ret = static_cast<int64_t>(r.done);
+      return out;
+    }
+    case OpCode::kSnapshot:
+      return buffers->OnRange(a[0], a[1], a[2], [&](uint8_t* addr, uint64_t pages) {
+        std::vector<uint8_t> states(pages);
+        svmdev_snapshot s = {};
+        s.addr = Addr(addr);
+        s.npages = pages;
+        s.ptr = Addr(states.data());
+        Outcome out;
+        if (ioctl(fd, SVMDEV_IOC_SNAPSHOT, &s) != 0) out.err = errno;
+        out.ret = static_cast<int64_t>(s.valid);
+        return out;
+      });
+    case OpCode::kDeviceRead:
+      return buffers->OnPages(a[0], a[1], a[2], Effect::kRead, 0,
+                              [&](uint8_t* addr, uint64_t, uint8_t* data) {
+                                return Access(fd, Addr(addr), SVMDEV_UACC_READ, 4096, 0, data);
+                              },
+                              bad);
+    case OpCode::kDeviceWrite:
+      return buffers->OnPages(a[0], a[1], a[2], Effect::kWrite, static_cast<uint32_t>(a[3]),
+                              [&](uint8_t* addr, uint64_t, uint8_t* data) {
+                                return Access(fd, Addr(addr), SVMDEV_UACC_WRITE, 4096, 0, data);
+                              },
+                              bad);
+    case OpCode::kDeviceAtomic:
+      return buffers->OnPages(a[0], a[1], a[2], Effect::kAdd, 0,
+                              [&](uint8_t* addr, uint64_t, uint8_t*) {
+                                return Access(fd, Addr(addr), SVMDEV_UACC_ATOMIC, 8, 1, nullptr);
+                              },
+                              bad);
+    case OpCode::kDeviceAccess: {
+      // buf, page, word, access: one 64-bit access. An atomic add on word 0
+      // is what the shadow follows; a write or another word makes it unknown.
+      const uint64_t word = a[2], kind = a[3];
+      const auto access = [&](uint8_t* addr, uint64_t, uint8_t*) {
+        return Access(fd, Addr(addr) + word * 8, kind, 8, 1, nullptr);
+      };
+      if (kind == SVMDEV_UACC_READ) {
+        return buffers->OnRange(a[0], a[1], 1, [&](uint8_t* addr, uint64_t) {
+          Outcome out;
+          out.err = access(addr, 0, nullptr);
+          return out;
+        });
+      }
+      const Effect effect = kind == SVMDEV_UACC_ATOMIC && word == 0 ? Effect::kAdd
+                                                                    : Effect::kClobber;
+      return buffers->OnPages(a[0], a[1], 1, effect, 0, access, bad);
+    }
+    case OpCode::kDriverFailAlloc:
+    case OpCode::kDriverFailCopy: {
+      Outcome out;
+      out.err = op.code == OpCode::kDriverFailAlloc ? device->SetKnob(a[0], 0)
+                                                    : device->SetKnob(0, a[0]);
+      return out;
+    }
+    default:
+      return Unsupported();
+  }
+}
+
+}  // namespace svmfuzz

@@ -1,0 +1,51 @@
+// Ops that go through the svmdev driver: /dev/svmdev0 ioctls of
+// guest-driver/uapi/svmdev_uapi.h. Device actions that need the device's
+// host control channel (fault storms, delayed or dropped acks, DMA failure)
+// report "unsupported" until that channel exists.
+#ifndef SVMFUZZ_EXECUTOR_DRIVER_OPS_H_
+#define SVMFUZZ_EXECUTOR_DRIVER_OPS_H_
+
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "executor/buffers.h"
+#include "program/program.h"
+
+namespace svmfuzz {
+
+// True if the guest has the driver's device file.
+bool HaveDriver();
+
+// One process's binding to the device: the driver binds an open file to the
+// address space of the task that binds it, so each process of a program
+// opens its own, on its first driver op.
+class Device {
+ public:
+  Device() = default;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+  ~Device();
+
+  // The bound file, or -errno.
+  int Fd();
+  // Sets one of the driver's injection knobs of this file, keeping the others.
+  int SetKnob(uint64_t fail_vram_alloc, uint64_t fail_copy);
+  // The device's, driver's and this file's counters (layout in PROTOCOL.md);
+  // empty if this process never used the device.
+  std::vector<uint64_t> Counters();
+
+ private:
+  std::mutex mu_;
+  int fd_ = -1;
+  uint64_t fail_vram_alloc_ = 0, fail_copy_ = 0;
+};
+
+// True for driver ops, device actions and driver fault injection.
+bool IsDriverOp(OpCode code);
+Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device,
+                    std::vector<PageMismatch>* bad);
+
+}  // namespace svmfuzz
+
+#endif  // SVMFUZZ_EXECUTOR_DRIVER_OPS_H_

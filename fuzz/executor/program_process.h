@@ -1,0 +1,57 @@
+// The program's side of a run: the forked process that runs a program's ops,
+// the threads its ops name, and the processes its forks create. They report
+// into a SharedRun the executor mapped before forking, so results written up
+// to a crash, hang or OOM kill are still there for the executor to read.
+#ifndef SVMFUZZ_EXECUTOR_PROGRAM_PROCESS_H_
+#define SVMFUZZ_EXECUTOR_PROGRAM_PROCESS_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "executor/kcov.h"
+#include "executor/protocol.h"
+#include "program/program.h"
+
+namespace svmfuzz {
+
+struct SharedRun {
+  static constexpr size_t kMaxWatched = 64;  // threads of all processes of a program
+  static constexpr size_t kMaxMismatches = 64;
+  static constexpr uint64_t kRemoteBusy = 1ull << 63;  // in kcov_busy
+  static constexpr size_t kMaxCounters = 64;
+
+  // The op a thread runs and since when, for the per-op watchdog.
+  struct Watch {
+    std::atomic<int32_t> op;  // -1: between ops
+    std::atomic<uint64_t> start_ns;
+  };
+
+  proto::OpResult ops[kMaxOps];
+  std::atomic<uint32_t> num_mismatches;
+  proto::Mismatch mismatches[kMaxMismatches];
+  std::atomic<uint32_t> next_watch;
+  Watch watch[kMaxWatched];
+  std::atomic<uint32_t> next_kcov;   // kcov slots handed out
+  std::atomic<uint64_t> kcov_busy;   // slots a task of an earlier program still held
+  std::atomic<uint32_t> faults_armed;
+  uint32_t num_counters;  // the driver's counters, when the program used it
+  uint64_t counters[kMaxCounters];
+
+  void Reset(size_t num_ops);
+};
+
+struct RunConfig {
+  Kcov* kcov = nullptr;  // null: no coverage
+  uint64_t remote_handle = 0;
+  uintptr_t buffer_base = 0;
+};
+
+uint64_t MonotonicNs();
+
+// Runs `program` in the calling (freshly forked) process; returns when it and
+// its threads and children are done.
+void RunProgram(const Program& program, SharedRun* shared, const RunConfig& config);
+
+}  // namespace svmfuzz
+
+#endif  // SVMFUZZ_EXECUTOR_PROGRAM_PROCESS_H_

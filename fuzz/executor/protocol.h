@@ -1,0 +1,177 @@
+// Protocol v2 between the host and the in-guest executor (see PROTOCOL.md):
+// length-prefixed binary frames over the virtio-serial port, all integers
+// little-endian. This header is the only definition on the C++ side; the
+// Python side (pyharness/svmfuzz/protocol.py) mirrors it and both are tested
+// against the same byte layouts.
+#ifndef SVMFUZZ_EXECUTOR_PROTOCOL_H_
+#define SVMFUZZ_EXECUTOR_PROTOCOL_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace svmfuzz::proto {
+
+inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kMagic = 0x464d5653;  // "SVMF" on the wire
+inline constexpr size_t kHeaderSize = 12;         // magic, type, payload length
+inline constexpr uint32_t kMaxPayload = 16u << 20;
+
+enum class MsgType : uint32_t {
+  kReady = 1,     // guest -> host, once: Ready
+  kPing = 2,      // host -> guest: any payload, echoed in kPong
+  kPong = 3,
+  kPowerOff = 4,  // host -> guest: answered by kBye, then the guest powers off
+  kBye = 5,
+  kExec = 6,      // host -> guest: ExecRequest
+  kResult = 7,    // guest -> host: ExecResult
+  kError = 8,     // guest -> host: a request the executor could not read (text)
+};
+
+// What the guest kernel and executor can do; Ready.features.
+enum Feature : uint32_t {
+  kFeatureKcov = 1u << 0,
+  kFeatureKcovRemote = 1u << 1,
+  kFeatureDriver = 1u << 2,
+  kFeatureFailNth = 1u << 3,
+  kFeatureFailslab = 1u << 4,
+  kFeatureFailPageAlloc = 1u << 5,
+};
+
+struct Ready {
+  uint32_t version = kVersion;
+  uint32_t features = 0;
+  std::string kernel;  // uname release
+
+  bool operator==(const Ready& o) const {
+    return version == o.version && features == o.features && kernel == o.kernel;
+  }
+};
+
+enum ExecFlags : uint32_t {
+  kExecCover = 1u << 0,  // collect KCOV coverage (local and remote)
+};
+
+struct ExecRequest {
+  uint64_t id = 0;
+  uint32_t flags = 0;
+  uint32_t op_timeout_ms = 0;       // one op longer than this ends the program (kHung)
+  uint32_t program_timeout_ms = 0;  // the whole program
+  uint32_t cover_cap = 0;           // at most this many distinct PCs per list
+  std::vector<uint8_t> program;     // the binary form of fuzz/program/binary.h
+
+  bool operator==(const ExecRequest& o) const {
+    return id == o.id && flags == o.flags && op_timeout_ms == o.op_timeout_ms &&
+           program_timeout_ms == o.program_timeout_ms && cover_cap == o.cover_cap &&
+           program == o.program;
+  }
+};
+
+// How the program's process ended; ExecResult.detail qualifies it.
+enum class Status : uint32_t {
+  kOk = 0,             // ran to the end
+  kCrashed = 1,        // killed by a signal it did not expect; detail: the signal
+  kHung = 2,           // the watchdog killed it; detail: op index over its bound, or -1
+  kOomKilled = 3,      // the OOM killer took it; detail: 0
+  kStuck = 4,          // still alive after SIGKILL; detail: its state letter ('D', 'R', ...)
+  kExecutorError = 5,  // the executor failed, not the program; message says why
+};
+
+// OpResult.flags.
+enum OpFlags : uint16_t {
+  kOpStarted = 1u << 0,
+  kOpDone = 1u << 1,
+  kOpTimedOut = 1u << 2,      // the per-op watchdog fired on it
+  kOpUnsupported = 1u << 3,   // the guest has no way to do it yet (err is EOPNOTSUPP)
+  kOpFaultInjected = 1u << 4, // fail_nth made an allocation of this op fail
+  kOpAccessFault = 1u << 5,   // a CPU access faulted; ret is the signal
+  kOpSkipped = 1u << 6,       // not attempted: its buffer or pages are not mapped
+  kOpMismatch = 1u << 7,      // a shadow check after it found corrupted data
+  kOpChildFailed = 1u << 8,   // fork: the child died of a signal or exited non-zero
+};
+
+// One per op of the decoded program, fork bodies included, in program order.
+struct OpResult {
+  uint8_t code = 0;
+  uint8_t thread = 0;
+  uint16_t flags = 0;
+  int32_t err = 0;  // errno, 0 on success
+  int64_t ret = 0;  // op-specific: bytes that differ for verify, wait status for fork, ...
+  uint32_t duration_us = 0;
+
+  bool operator==(const OpResult& o) const {
+    return code == o.code && thread == o.thread && flags == o.flags && err == o.err &&
+           ret == o.ret && duration_us == o.duration_us;
+  }
+};
+
+// A byte of a buffer that does not hold what the shadow copy says it must.
+struct Mismatch {
+  static constexpr uint32_t kEndOfProcess = 0xffffffff;  // found by the final check
+  uint32_t op = 0;  // index of the op after which it was found
+  uint16_t buffer = 0;
+  uint16_t offset = 0;  // byte in the page
+  uint32_t page = 0;
+  uint8_t expected = 0;
+  uint8_t actual = 0;
+
+  bool operator==(const Mismatch& o) const {
+    return op == o.op && buffer == o.buffer && offset == o.offset && page == o.page &&
+           expected == o.expected && actual == o.actual;
+  }
+};
+
+struct ExecResult {
+  uint64_t id = 0;
+  Status status = Status::kOk;
+  int32_t detail = 0;
+  uint32_t duration_us = 0;
+  std::vector<OpResult> ops;
+  std::vector<Mismatch> mismatches;
+  std::vector<uint64_t> counters;      // the driver's counters after the program
+  std::vector<uint64_t> cover;         // distinct PCs of the program's threads
+  std::vector<uint64_t> remote_cover;  // distinct PCs of the driver's workers for it
+  std::string message;                 // kExecutorError: why
+
+  bool operator==(const ExecResult& o) const {
+    return id == o.id && status == o.status && detail == o.detail &&
+           duration_us == o.duration_us && ops == o.ops && mismatches == o.mismatches &&
+           counters == o.counters && cover == o.cover && remote_cover == o.remote_cover &&
+           message == o.message;
+  }
+};
+
+std::vector<uint8_t> EncodeFrame(MsgType type, const std::vector<uint8_t>& payload);
+
+std::vector<uint8_t> Encode(const Ready& m);
+std::vector<uint8_t> Encode(const ExecRequest& m);
+std::vector<uint8_t> Encode(const ExecResult& m);
+// False if the payload is short, long, or has counts that do not fit.
+bool Decode(const std::vector<uint8_t>& payload, Ready* m);
+bool Decode(const std::vector<uint8_t>& payload, ExecRequest* m);
+bool Decode(const std::vector<uint8_t>& payload, ExecResult* m);
+
+struct Frame {
+  MsgType type = MsgType::kError;
+  std::vector<uint8_t> payload;
+};
+
+// Splits a byte stream into frames.
+class FrameReader {
+ public:
+  enum class Status { kFrame, kNeedMore, kBad };
+
+  void Feed(const uint8_t* data, size_t size);
+  // kBad: a header with the wrong magic or an oversized length; the reader
+  // has skipped to the next magic (or the end), so calling again continues.
+  Status Next(Frame* out);
+
+ private:
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0;
+};
+
+}  // namespace svmfuzz::proto
+
+#endif  // SVMFUZZ_EXECUTOR_PROTOCOL_H_

@@ -1,0 +1,253 @@
+#include "executor/supervisor.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <new>
+#include <string>
+
+#include "executor/driver_ops.h"
+#include "executor/fault_injection.h"
+#include "executor/guarded_access.h"
+#include "program/binary.h"
+
+namespace svmfuzz {
+namespace {
+
+// Far below where the kernel places mappings of its own choosing.
+constexpr uintptr_t kBufferBase = 0x100000000000ull;
+
+uint64_t VmstatOomKills() {
+  std::ifstream in("/proc/vmstat");
+  std::string key;
+  uint64_t value;
+  while (in >> key >> value)
+    if (key == "oom_kill") return value;
+  return 0;
+}
+
+// The state letter of a task that would not die: 'D' if any of its threads
+// sleeps uninterruptibly, else the first thread's.
+char TaskState(pid_t pid) {
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  char state = '?';
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return state;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream f(dir + "/" + e->d_name + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const size_t paren = stat.rfind(')');
+    if (paren == std::string::npos || paren + 2 >= stat.size()) continue;
+    const char s = stat[paren + 2];
+    if (state == '?' || s == 'D') state = s;
+  }
+  closedir(d);
+  return state;
+}
+
+// Waits until `fd` (a pidfd) is readable: the process exited. False on timeout.
+bool WaitExit(int fd, uint64_t timeout_ns) {
+  pollfd p{fd, POLLIN, 0};
+  const int ms = static_cast<int>(std::min<uint64_t>((timeout_ns + 999999) / 1000000, INT32_MAX));
+  for (;;) {
+    const int n = poll(&p, 1, ms);
+    if (n < 0 && errno == EINTR) continue;
+    return n > 0;
+  }
+}
+
+// Names every op's result, so ops the program never reached still say what they were.
+void NameOps(const std::vector<Op>& ops, proto::OpResult* results, size_t* next) {
+  for (const Op& op : ops) {
+    proto::OpResult& r = results[(*next)++];
+    r.code = static_cast<uint8_t>(op.code);
+    r.thread = static_cast<uint8_t>(op.thread);
+    NameOps(op.body, results, next);
+  }
+}
+
+}  // namespace
+
+Supervisor::Supervisor() {
+  void* p = mmap(nullptr, sizeof(SharedRun), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                 -1, 0);
+  if (p == MAP_FAILED) {
+    std::perror("svmfuzz-executor: shared memory");
+    std::abort();
+  }
+  shared_ = new (p) SharedRun;
+  have_kcov_ = kcov_.Open(kKcovSlots, kKcovWords);
+  if (have_kcov_) features_ |= proto::kFeatureKcov;
+  if (kcov_.has_remote()) features_ |= proto::kFeatureKcovRemote;
+  features_ |= faults::Probe();
+  if (HaveDriver()) features_ |= proto::kFeatureDriver;
+  // Orphans of a program (children of a process that died) come to us, so
+  // nothing is left unreaped in the guest.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  oom_kills_ = VmstatOomKills();
+}
+
+Supervisor::~Supervisor() { munmap(shared_, sizeof(SharedRun)); }
+
+proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, int close_in_child) {
+  proto::ExecResult result;
+  result.id = request.id;
+  const Program program = Decode(request.program);
+  const size_t num_ops = CountOps(program.ops);
+  shared_->Reset(num_ops);
+  size_t named = 0;
+  NameOps(program.ops, shared_->ops, &named);
+  const bool cover = have_kcov_ && (request.flags & proto::kExecCover) != 0;
+  if (cover) kcov_.Reset();
+  const RunConfig config{cover ? &kcov_ : nullptr, ++remote_handle_, kBufferBase};
+  const uint64_t start = MonotonicNs();
+
+  const pid_t pid = fork();
+  if (pid == 0) {
+    // A group of its own, so the watchdog's kill reaches its forks too.
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close(close_in_child);
+    // Above everything else, so memory pressure kills the program first.
+    const int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      (void)!write(fd, "500", 3);
+      close(fd);
+    }
+    InstallFaultHandlers();
+    RunProgram(program, shared_, config);
+    _exit(0);
+  }
+  if (pid < 0) {
+    result.status = proto::Status::kExecutorError;
+    result.message = std::string("fork: ") + std::strerror(errno);
+    return result;
+  }
+  setpgid(pid, pid);
+  Watch(pid, request, start, &result);
+  result.duration_us = static_cast<uint32_t>((MonotonicNs() - start) / 1000);
+  // A SIGKILL the watchdog did not send, while the kernel counted an OOM
+  // kill. The count is read only then: a read costs milliseconds under TCG.
+  if (result.status == proto::Status::kCrashed && result.detail == SIGKILL) {
+    const uint64_t oom_kills = VmstatOomKills();
+    if (oom_kills > oom_kills_) {
+      result.status = proto::Status::kOomKilled;
+      result.detail = 0;
+    }
+    oom_kills_ = oom_kills;
+  }
+  result.ops.assign(shared_->ops, shared_->ops + num_ops);
+  const uint32_t mismatches =
+      std::min<uint32_t>(shared_->num_mismatches, SharedRun::kMaxMismatches);
+  result.mismatches.assign(shared_->mismatches, shared_->mismatches + mismatches);
+  result.counters.assign(shared_->counters,
+                         shared_->counters + std::min<size_t>(shared_->num_counters,
+                                                              SharedRun::kMaxCounters));
+  const size_t used = std::min<size_t>(shared_->next_kcov, kcov_.slots());
+  if (cover) kcov_.Collect(used, request.cover_cap, &result.cover, &result.remote_cover);
+  // Traces a live task still holds cannot be enabled again: take fresh ones.
+  const uint64_t busy = shared_->kcov_busy;
+  const bool stuck = result.status == proto::Status::kStuck;
+  for (size_t i = used; i-- > 0;)
+    if (stuck || (busy >> i & 1)) kcov_.Replace(i);
+  if (kcov_.has_remote() && (stuck || (busy & SharedRun::kRemoteBusy))) kcov_.ReplaceRemote();
+  if (shared_->faults_armed) faults::Disarm();
+  ReapOrphans();
+  return result;
+}
+
+void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start,
+                       proto::ExecResult* result) {
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    // Without a pidfd there is no bounded wait (the guest kernel always has
+    // one); the orphan reaper collects the killed program later.
+    result->status = proto::Status::kExecutorError;
+    result->message = std::string("pidfd_open: ") + std::strerror(errno);
+    kill(-pid, SIGKILL);
+    return;
+  }
+  const uint64_t op_ns = static_cast<uint64_t>(request.op_timeout_ms) * 1000000;
+  const uint64_t program_ms =
+      request.program_timeout_ms != 0 ? request.program_timeout_ms : kDefaultProgramTimeoutMs;
+  const uint64_t deadline = start + program_ms * 1000000;
+  bool killed = false;
+  int32_t hung_op = -1;
+  for (;;) {
+    const uint64_t now = MonotonicNs();
+    uint64_t next = deadline;
+    bool overdue = now >= deadline;
+    // An op that starts after this look ends after now + op_ns, later than
+    // any deadline seen here: sleeping until `next` misses none.
+    const uint32_t watched = std::min<uint32_t>(shared_->next_watch, SharedRun::kMaxWatched);
+    for (uint32_t i = 0; op_ns != 0 && i < watched; i++) {
+      const int32_t op = shared_->watch[i].op;
+      if (op < 0) continue;
+      // A join or a fork waits for other ops, which have bounds of their
+      // own; the program's deadline bounds the wait as a whole.
+      const auto code = static_cast<OpCode>(shared_->ops[op].code);
+      if (code == OpCode::kThreadJoin || code == OpCode::kFork) continue;
+      const uint64_t due = shared_->watch[i].start_ns + op_ns;
+      if (due <= now) {
+        shared_->ops[op].flags |= proto::kOpTimedOut;
+        if (hung_op < 0) hung_op = op;
+        overdue = true;
+      }
+      next = std::min(next, due);
+    }
+    if (op_ns != 0) next = std::min(next, now + op_ns);
+    if (overdue) {
+      kill(-pid, SIGKILL);
+      killed = true;
+      break;
+    }
+    if (WaitExit(pidfd, next - now)) break;
+  }
+  if (killed && !WaitExit(pidfd, kKillGraceMs * 1000000)) {
+    // SIGKILL only acts when the task returns to user space; a task asleep in
+    // D state or spinning in the kernel never does. Leave it and go on.
+    result->status = proto::Status::kStuck;
+    result->detail = TaskState(pid);
+    close(pidfd);
+    return;
+  }
+  close(pidfd);
+  // Forks it left behind (wait=no children of a killed process) go too.
+  kill(-pid, SIGKILL);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (killed) {
+    result->status = proto::Status::kHung;
+    result->detail = hung_op;
+  } else if (WIFSIGNALED(status)) {
+    result->status = proto::Status::kCrashed;
+    result->detail = WTERMSIG(status);
+  } else if (WEXITSTATUS(status) != 0) {
+    result->status = proto::Status::kExecutorError;
+    result->detail = WEXITSTATUS(status);
+    result->message = "program process exited with " + std::to_string(WEXITSTATUS(status));
+  }
+}
+
+void Supervisor::ReapOrphans() {
+  // Also the stuck programs of earlier runs, once they finally die.
+  int status;
+  while (waitpid(-1, &status, WNOHANG) > 0) {
+  }
+}
+
+}  // namespace svmfuzz

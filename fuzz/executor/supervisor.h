@@ -1,0 +1,53 @@
+// The executor's side of a run: forks a fresh process for each program,
+// watches it (a deadline per op and per program), and turns however it ended
+// into an ExecResult: ran to the end, crashed, hung, OOM-killed, or stuck in
+// the kernel past SIGKILL. Whatever happens to the program, the executor
+// lives on for the next one.
+#ifndef SVMFUZZ_EXECUTOR_SUPERVISOR_H_
+#define SVMFUZZ_EXECUTOR_SUPERVISOR_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+#include "executor/kcov.h"
+#include "executor/program_process.h"
+#include "executor/protocol.h"
+
+namespace svmfuzz {
+
+class Supervisor {
+ public:
+  // Per-thread traces: 16 is two processes' worth of threads.
+  static constexpr size_t kKcovSlots = 16;
+  static constexpr size_t kKcovWords = 256 * 1024;
+  // How long a killed program may take to die before it counts as stuck.
+  static constexpr uint64_t kKillGraceMs = 5000;
+  // For a request that names no program deadline.
+  static constexpr uint64_t kDefaultProgramTimeoutMs = 20000;
+
+  Supervisor();
+  Supervisor(const Supervisor&) = delete;
+  Supervisor& operator=(const Supervisor&) = delete;
+  ~Supervisor();
+
+  uint32_t features() const { return features_; }
+  // `close_in_child`: the host port, which a program must not touch.
+  proto::ExecResult Execute(const proto::ExecRequest& request, int close_in_child);
+
+ private:
+  void Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start_ns,
+             proto::ExecResult* result);
+  void ReapOrphans();
+
+  uint32_t features_ = 0;
+  SharedRun* shared_ = nullptr;
+  Kcov kcov_;
+  bool have_kcov_ = false;
+  uint64_t remote_handle_ = 0;
+  uint64_t oom_kills_ = 0;  // the kernel's count when we last looked
+};
+
+}  // namespace svmfuzz
+
+#endif  // SVMFUZZ_EXECUTOR_SUPERVISOR_H_

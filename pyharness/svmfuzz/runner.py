@@ -1,0 +1,252 @@
+"""Running programs in the guest, VM life after VM life.
+
+A Runner owns one VM at a time. It sends each program to the executor and
+returns what came back; when the guest is lost (QEMU exits, the executor stops
+answering or closes its port) or can no longer be trusted (the kernel reported
+trouble, or a program left a task the kernel cannot kill), it ends that VM
+life and boots the next one before the next program. Every life keeps its own
+console log, named after the life, so the console of a crash is never
+overwritten by the reboot that follows it.
+"""
+
+import dataclasses
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from svmfuzz import protocol
+from svmfuzz.errors import SvmfuzzError
+from svmfuzz.vm import Vm, VmConfig, kernel_trouble
+
+# A killed program may take this long to die before the executor gives up on
+# it (Supervisor::kKillGraceMs), and answering takes a little more.
+EXECUTOR_KILL_GRACE = 5.0
+
+
+@dataclass
+class RunnerConfig:
+    vm: VmConfig
+    boot_timeout: float = 300
+    op_timeout_ms: int = 5000
+    program_timeout_ms: int = 20000
+    cover: bool = True
+    cover_cap: int = 65536
+    # Seconds past the program's own deadline before the guest counts as hung.
+    result_slack: float = 30
+
+
+@dataclass
+class Life:
+    """One boot of the VM."""
+    index: int
+    console_log: Path
+    boot_seconds: float = 0.0
+    programs: int = 0
+    end: str = ""  # why it ended; "" while it runs or if it was shut down cleanly
+
+
+@dataclass
+class Outcome:
+    """What running one program gave."""
+    id: int
+    result: protocol.ExecResult | None  # None: the guest was lost before it answered
+    life: Life
+    lost: str = ""                      # why the guest was lost, if it was
+    kernel_reports: list[str] = field(default_factory=list)  # console lines while it ran
+    seconds: float = 0.0
+
+    def title(self) -> str:
+        if self.lost:
+            return f"guest lost: {self.lost}"
+        if self.kernel_reports:
+            return f"kernel: {self.kernel_reports[0].strip()}"
+        return self.result.title()
+
+
+class Runner:
+    def __init__(self, cfg: RunnerConfig, log=lambda msg: None) -> None:
+        self.cfg = cfg
+        self.log = log
+        self.vm: Vm | None = None
+        self.lives: list[Life] = []
+        self._next_id = 1
+        self._console_seen = 0
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def life(self) -> Life | None:
+        return self.lives[-1] if self.lives else None
+
+    def boot(self) -> Life:
+        """Starts the next VM life and waits for its executor."""
+        self._end_life("replaced")
+        index = len(self.lives)
+        cfg = dataclasses.replace(self.cfg.vm, name=f"{self.cfg.vm.name}-life{index:03d}")
+        vm = Vm(cfg)
+        life = Life(index, vm.console_log)
+        self.lives.append(life)
+        self.vm = vm
+        self._console_seen = 0
+        vm.start()
+        try:
+            life.boot_seconds = vm.wait_ready(self.cfg.boot_timeout)
+        except SvmfuzzError as e:
+            self._end_life(f"boot failed: {str(e).splitlines()[0]}")
+            raise
+        self.log(f"runner: life {index} ready in {life.boot_seconds:.1f} s "
+                 f"(features {self.vm.ready.features!r}); console {life.console_log}")
+        return life
+
+    def run(self, program: bytes) -> Outcome:
+        """Runs one program (its binary form), booting a VM first if there is none."""
+        if self.vm is None:
+            self.boot()
+        life = self.life
+        request = protocol.ExecRequest(
+            self._next_id, program, protocol.EXEC_COVER if self.cfg.cover else 0,
+            self.cfg.op_timeout_ms, self.cfg.program_timeout_ms, self.cfg.cover_cap)
+        self._next_id += 1
+        timeout = (self.cfg.program_timeout_ms / 1000 + EXECUTOR_KILL_GRACE
+                   + self.cfg.result_slack)
+        start = time.monotonic()
+        result, lost = None, ""
+        try:
+            result = self.vm.execute(request, timeout)
+        except TimeoutError:
+            lost = f"no result within {timeout:.0f} s"
+        except SvmfuzzError as e:
+            lost = str(e).splitlines()[0]
+        life.programs += 1
+        outcome = Outcome(request.id, result, life, lost, self._new_kernel_reports(),
+                          time.monotonic() - start)
+        if lost:
+            self._end_life(lost)
+        elif outcome.kernel_reports:
+            # Lockdep and KASAN say their first report only, and a WARN may
+            # have left state behind: the next program gets a fresh kernel.
+            self._end_life(f"kernel: {outcome.kernel_reports[0].strip()}")
+        elif result.status == protocol.Status.STUCK:
+            self._end_life(f"program {request.id} left a task in state {chr(result.detail)}")
+        return outcome
+
+    def ping(self) -> float:
+        if self.vm is None:
+            self.boot()
+        return self.vm.ping()
+
+    def close(self) -> None:
+        """Powers the guest off (or kills it if it does not answer)."""
+        if self.vm is not None and self.vm.alive() and not self.life.end:
+            try:
+                self.vm.poweroff(30)
+            except (SvmfuzzError, OSError, TimeoutError):
+                pass
+        self._end_life("")
+
+    def _new_kernel_reports(self) -> list[str]:
+        try:
+            with open(self.vm.console_log, "rb") as f:
+                f.seek(self._console_seen)
+                text = f.read()
+        except OSError:
+            return []
+        # Only whole lines: a report still being printed is read next time.
+        cut = text.rfind(b"\n") + 1
+        self._console_seen += cut
+        return kernel_trouble(text[:cut].decode(errors="replace"))
+
+    def _end_life(self, why: str) -> None:
+        if self.vm is None:
+            return
+        # Let the console catch up with what the kernel printed while dying.
+        if why and self.vm.alive():
+            time.sleep(0.2)
+        self.vm.kill()
+        self.life.end = why
+        if why:
+            self.log(f"runner: life {self.life.index} ended after {self.life.programs} "
+                     f"program(s): {why}")
+        self.vm = None
+
+
+def encode_programs(paths: list[Path], svmprog: Path) -> list[bytes]:
+    """The binary form of text programs, by the svmprog tool of the build."""
+    if not svmprog.is_file():
+        raise SvmfuzzError(f"{svmprog} is missing: build it (cmake --build <build> --target svmprog)")
+    with tempfile.TemporaryDirectory(prefix="svmfuzz-run-") as out:
+        done = subprocess.run([str(svmprog), "encode", "-o", out, *map(str, paths)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SvmfuzzError(f"svmprog encode: {done.stderr.strip()}")
+        return [(Path(out) / f"{p.stem}.bin").read_bytes() for p in paths]
+
+
+def op_names(svmprog: Path) -> list[str]:
+    """Op names in opcode order, from `svmprog ops`."""
+    done = subprocess.run([str(svmprog), "ops"], capture_output=True, text=True, check=True)
+    return [line.split()[0] for line in done.stdout.splitlines() if line and not line[0].isspace()]
+
+
+def describe(outcome: Outcome, names: list[str]) -> list[str]:
+    """Lines for a person: the outcome, then one per op that ran."""
+    lines = [f"program {outcome.id}: {outcome.title()} ({outcome.seconds * 1000:.1f} ms, "
+             f"life {outcome.life.index})"]
+    r = outcome.result
+    if r is None:
+        lines.append(f"  console: {outcome.life.console_log}")
+        return lines
+    for i, op in enumerate(r.ops):
+        if not op.flags & protocol.OpFlag.STARTED:
+            continue
+        name = names[op.code] if op.code < len(names) else f"op{op.code}"
+        flags = "|".join(f.name.lower() for f in protocol.OpFlag
+                         if op.flags & f and f not in (protocol.OpFlag.STARTED,
+                                                       protocol.OpFlag.DONE))
+        lines.append(f"  {i:3d} @{op.thread} {name:<16} err={op.err:<3d} ret={op.ret:<8d} "
+                     f"{op.duration_us:>8d} us {flags}".rstrip())
+    for m in r.mismatches:
+        where = "end of process" if m.op == protocol.END_OF_PROCESS else f"op {m.op}"
+        lines.append(f"  MISMATCH after {where}: buf={m.buffer} page={m.page} "
+                     f"byte={m.offset} expected {m.expected:#04x} found {m.actual:#04x}")
+    lines.append(f"  coverage: {len(r.cover)} PCs, {len(r.remote_cover)} remote PCs")
+    for line in outcome.kernel_reports:
+        lines.append(f"  kernel: {line.strip()}")
+    return lines
+
+
+def run_command(args, log) -> int:
+    from svmfuzz.vm import config_from_args
+
+    build = Path(args.build_dir)
+    svmprog = build / "fuzz" / "program" / "svmprog"
+    paths = [Path(p) for p in args.programs]
+    programs = encode_programs(paths, svmprog)
+    names = op_names(svmprog)
+    cfg = RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout,
+                       op_timeout_ms=args.op_timeout_ms,
+                       program_timeout_ms=args.program_timeout_ms)
+    failed = False
+    with Runner(cfg, log) as runner:
+        runner.boot()
+        rtt = min(runner.ping() for _ in range(20))
+        log(f"run: host<->executor round trip {rtt * 1000:.2f} ms (best of 20)")
+        for path, program in zip(paths, programs):
+            start = time.monotonic()
+            outcomes = [runner.run(program) for _ in range(args.repeat)]
+            seconds = time.monotonic() - start
+            for line in describe(outcomes[-1], names):
+                log(line)
+            bad = [o for o in outcomes
+                   if o.lost or o.kernel_reports or o.result.mismatches
+                   or o.result.status not in (protocol.Status.OK,)]
+            failed |= bool(bad)
+            log(f"run: {path.name}: {args.repeat} run(s), {args.repeat / seconds:.1f} programs/s, "
+                f"{len(bad)} not ok")
+    return 1 if failed else 0

@@ -1,0 +1,147 @@
+import os
+from pathlib import Path
+
+import pytest
+
+from svmfuzz import protocol, runner, vm
+from svmfuzz.errors import SvmfuzzError
+from svmfuzz.paths import build_dir
+from svmfuzz.vm_test import make_artifacts
+
+# The stand-in QEMU of vm_test.py reads a program's first byte as an order.
+KERNEL_DIES = b"\xfe"
+GUEST_HANGS = b"\xfd"
+EXECUTOR_LEAVES = b"\xfc"
+KERNEL_WARNS = b"\xfb"
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    artifacts = make_artifacts(tmp_path)
+    return runner.RunnerConfig(vm.VmConfig(artifacts, tmp_path / "work"), boot_timeout=20,
+                               program_timeout_ms=500, result_slack=1)
+
+
+def test_runs_programs_in_one_life(cfg):
+    with runner.Runner(cfg) as r:
+        a = r.run(b"\x01\x02\x03")
+        b = r.run(b"\x04")
+        assert r.ping() < 5
+    assert a.result.status == protocol.Status.OK and a.result.cover == [3]
+    assert [o.code for o in a.result.ops] == [1, 2, 3]
+    assert b.id == a.id + 1 and not b.lost and not b.kernel_reports
+    assert len(r.lives) == 1 and r.lives[0].programs == 2 and r.lives[0].end == ""
+
+
+def test_kernel_crash_ends_the_life_and_keeps_its_console(cfg):
+    with runner.Runner(cfg) as r:
+        crashed = r.run(KERNEL_DIES)
+        after = r.run(b"\x01")
+    assert crashed.result is None and "QEMU exited (0)" in crashed.lost
+    assert crashed.title().startswith("guest lost")
+    assert any("KASAN: use-after-free" in line for line in crashed.kernel_reports)
+    assert after.result.status == protocol.Status.OK and after.life.index == 1
+    first, second = r.lives
+    assert first.console_log != second.console_log
+    assert "Kernel panic" in first.console_log.read_text()
+    assert "Kernel panic" not in second.console_log.read_text()
+    assert "QEMU exited (0)" in first.end
+
+
+def test_hung_guest_is_killed_and_replaced(cfg):
+    with runner.Runner(cfg) as r:
+        hung = r.run(GUEST_HANGS)
+        assert r.lives[0].end.startswith("no result within")
+        ok = r.run(b"\x02")
+    assert hung.result is None and hung.lost.startswith("no result within")
+    assert ok.result.status == protocol.Status.OK and ok.life.index == 1
+
+
+def test_lost_executor_is_replaced(cfg):
+    with runner.Runner(cfg) as r:
+        lost = r.run(EXECUTOR_LEAVES)
+        ok = r.run(b"\x02")
+    assert lost.result is None and "closed the executor port" in lost.lost
+    assert ok.life.index == 1
+
+
+def test_kernel_warning_is_reported_and_the_next_program_gets_a_fresh_kernel(cfg):
+    with runner.Runner(cfg) as r:
+        warned = r.run(KERNEL_WARNS)
+        clean = r.run(b"\x01")
+    assert warned.result.status == protocol.Status.OK
+    assert warned.kernel_reports and "WARNING" in warned.kernel_reports[0]
+    assert warned.title().startswith("kernel: WARNING")
+    assert clean.life.index == 1 and clean.kernel_reports == []
+
+
+def test_boot_failure_is_an_error_with_the_life_recorded(cfg, monkeypatch):
+    monkeypatch.setenv("FAKE_QEMU_MODE", "die")
+    with runner.Runner(cfg) as r:
+        with pytest.raises(SvmfuzzError, match="could not load kernel"):
+            r.run(b"\x01")
+    assert r.lives[0].end.startswith("boot failed")
+
+
+def test_describe_names_ops_flags_and_mismatches(cfg):
+    F = protocol.OpFlag
+    result = protocol.ExecResult(
+        5, protocol.Status.HUNG, 1,
+        ops=[protocol.OpResult(0, 0, F.STARTED | F.DONE, 0, 0, 3),
+             protocol.OpResult(1, 2, F.STARTED | F.TIMED_OUT, 0, 0, 0),
+             protocol.OpResult(1, 0, F(0), 0, 0, 0)],
+        mismatches=[protocol.Mismatch(protocol.END_OF_PROCESS, 1, 7, 2, 0, 0xff)])
+    life = runner.Life(0, Path("console.log"))
+    lines = runner.describe(runner.Outcome(5, result, life), ["mmap", "munmap"])
+    assert lines[0].startswith("program 5: hung: op 1 passed its deadline")
+    assert "@2 munmap" in lines[2] and lines[2].endswith("timed_out")
+    assert len([line for line in lines if "munmap" in line]) == 1  # op 2 never started
+    assert "MISMATCH after end of process: buf=1 page=2 byte=7" in lines[3]
+
+
+def built_tool(env: str, rel: str) -> Path | None:
+    path = Path(os.environ[env]) if env in os.environ else build_dir() / rel
+    return path if path.is_file() else None
+
+
+def test_real_executor_behind_the_runner(cfg, monkeypatch):
+    """The C++ executor (run on this machine, not in a guest) and the Python
+    host agree on every byte: real programs, real results."""
+    exe = built_tool("SVMFUZZ_EXECUTOR", "fuzz/executor/svmfuzz-executor")
+    if exe is None:
+        pytest.skip("no svmfuzz-executor built (set SVMFUZZ_EXECUTOR)")
+    sources = Path(__file__).resolve().parents[2] / "fuzz" / "executor"
+    if exe.stat().st_mtime < max(f.stat().st_mtime for f in sources.iterdir()):
+        pytest.skip(f"{exe} is older than its sources: rebuild it")
+    monkeypatch.setenv("FAKE_QEMU_MODE", "exec")
+    monkeypatch.setenv("FAKE_QEMU_EXECUTOR", str(exe))
+    mmap = bytes([0, 0, 0, 4, 0, 0, 3])                 # mmap buf=0 pages=4 kind=anon prot=rw
+    write = bytes([10, 0, 0, 0, 0, 4, 0, 7, 0, 0, 0])   # write buf=0 off=0 pages=4 seed=7
+    verify = bytes([11, 0, 0, 0, 0, 4, 0, 7, 0, 0, 0])  # verify ... seed=7
+    mirror = bytes([12, 0, 0, 0, 0, 1, 0, 1])           # mirror buf=0 off=0 pages=1 write=yes
+    sleep = bytes([33, 0, 0x40, 0x42, 0x0f, 0])         # sleep us=1000000
+    with runner.Runner(cfg) as r:
+        ok = r.run(mmap + write + verify + mirror)
+        hung = r.run(sleep)
+        again = r.run(mmap + write + verify)
+    assert ok.result.status == protocol.Status.OK
+    assert [o.code for o in ok.result.ops] == [0, 10, 11, 12]
+    assert all(o.err == 0 for o in ok.result.ops[:3]) and not ok.result.mismatches
+    assert ok.result.ops[3].flags & protocol.OpFlag.UNSUPPORTED
+    assert hung.result.status == protocol.Status.HUNG and hung.result.detail == -1
+    assert again.result.status == protocol.Status.OK and again.life.index == 0
+
+
+def test_text_programs_are_encoded_by_svmprog(tmp_path):
+    svmprog = built_tool("SVMFUZZ_SVMPROG", "fuzz/program/svmprog")
+    if svmprog is None:
+        pytest.skip("no svmprog built (set SVMFUZZ_SVMPROG)")
+    prog = tmp_path / "p.svmp"
+    prog.write_text("mmap buf=0 pages=4 kind=anon prot=rw\nyield\n")
+    assert runner.encode_programs([prog], svmprog) == [bytes([0, 0, 0, 4, 0, 0, 3, 34, 0])]
+    names = runner.op_names(svmprog)
+    assert names[0] == "mmap" and names[34] == "yield" and len(names) == 35
+    bad = tmp_path / "bad.svmp"
+    bad.write_text("mmap buf=0\n")
+    with pytest.raises(SvmfuzzError, match="bad.svmp:1"):
+        runner.encode_programs([bad], svmprog)
