@@ -1096,17 +1096,21 @@ struct svmdev_core {
 // ---- snapshots ----
 namespace {
 
+// Counts the bytes of a state and, given a buffer, writes them: a save
+// serializes twice instead of growing a vector (fuzzers save often).
 class Writer {
  public:
+  explicit Writer(uint8_t* out = nullptr) : out_(out) {}
   template <typename T>
   void Put(const T& v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    out_.insert(out_.end(), p, p + sizeof(T));
+    if (out_ != nullptr) std::memcpy(out_ + size_, &v, sizeof(T));
+    size_ += sizeof(T);
   }
-  const std::vector<uint8_t>& Bytes() const { return out_; }
+  size_t Size() const { return size_; }
 
  private:
-  std::vector<uint8_t> out_;
+  uint8_t* out_;
+  size_t size_ = 0;
 };
 
 class Reader {
@@ -1294,11 +1298,13 @@ extern "C" void svmdev_core_ctl_input(svmdev_core* core, const void* buf, size_t
 extern "C" uint8_t* svmdev_core_vram(svmdev_core* core) { return core->vram; }
 
 extern "C" size_t svmdev_core_save(const svmdev_core* core, void* buf, size_t len) {
-  Writer w;
-  Serialize(core->cfg, core->st, &w);
-  if (buf != nullptr && len >= w.Bytes().size())
-    std::memcpy(buf, w.Bytes().data(), w.Bytes().size());
-  return w.Bytes().size();
+  Writer count;
+  Serialize(core->cfg, core->st, &count);
+  if (buf != nullptr && len >= count.Size()) {
+    Writer w(static_cast<uint8_t*>(buf));
+    Serialize(core->cfg, core->st, &w);
+  }
+  return count.Size();
 }
 
 extern "C" int svmdev_core_load(svmdev_core* core, const void* buf, size_t len) {

@@ -637,6 +637,30 @@ TEST_F(CoreTest, SnapshotRoundTripRestoresEverything) {
   EXPECT_EQ(c[c.size() - 2].status, SVMDEV_STATUS_OK);
 }
 
+TEST_F(CoreTest, SaveIntoAShortBufferWritesNothing) {
+  SetupCtx(1);
+  size_t n = svmdev_core_save(tb_.core(), nullptr, 0);
+  std::vector<uint8_t> blob(n, 0xaa);
+  EXPECT_EQ(svmdev_core_save(tb_.core(), blob.data(), n - 1), n);
+  EXPECT_EQ(blob, std::vector<uint8_t>(n, 0xaa));
+}
+
+// The fuzzers reuse one testbed: Recreate must leave nothing of the last input.
+TEST_F(CoreTest, RecreateStartsOverFromZeroedMemory) {
+  uint64_t root = SetupCtx(1);
+  tb_.Map(root, 0x1000, Testbed::kData + 0x3000, kRW);
+  tb_.Map(root, 0x2000, 0x5000, kRW | SVMDEV_PTE_VRAM);
+  One(Testbed::AccessCmd(1, 0x1008, SVMDEV_ACC_WRITE, 8, 0x1234));
+  One(Testbed::AccessCmd(1, 0x2010, SVMDEV_ACC_WRITE, 8, 0x5678));
+  tb_.MemWrite(tb_.mem.size() - 8, ~0ull, 8);
+  tb_.Recreate();
+  EXPECT_EQ(std::count(tb_.mem.begin(), tb_.mem.end(), 0), static_cast<long>(tb_.mem.size()));
+  EXPECT_EQ(std::count(tb_.vram(), tb_.vram() + tb_.vram_size(), 0),
+            static_cast<long>(tb_.vram_size()));
+  EXPECT_EQ(tb_.Read32(SVMDEV_REG_STATUS), 0u);
+  EXPECT_EQ(Testbed::Cmd(SVMDEV_OP_NOP).seq, 1u);
+}
+
 TEST_F(CoreTest, SnapshotLoadRejectsDamagedState) {
   size_t n = svmdev_core_save(tb_.core(), nullptr, 0);
   std::vector<uint8_t> blob(n);

@@ -1,11 +1,17 @@
 #include "svmdev_testbed.h"
 
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
 namespace svmdev {
 
-Testbed::Testbed(const Options& opt) : mem(opt.mem_size), opt_(opt) {
+uint64_t Testbed::next_seq_ = 0;
+
+Testbed::Testbed(const Options& opt)
+    : mem(opt.mem_size),
+      opt_(opt),
+      dirty_((opt.mem_size + SVMDEV_PAGE_SIZE - 1) / SVMDEV_PAGE_SIZE) {
   if (opt.host_vram) host_vram_.assign(opt.vram_size, 0);
   NewCore();
 }
@@ -13,7 +19,12 @@ Testbed::Testbed(const Options& opt) : mem(opt.mem_size), opt_(opt) {
 void Testbed::Recreate() {
   svmdev_core_free(core_);
   core_ = nullptr;
-  std::memset(mem.data(), 0, mem.size());
+  for (size_t p = 0; p < dirty_.size(); p++) {
+    if (!dirty_[p]) continue;
+    dirty_[p] = 0;
+    uint64_t at = p * SVMDEV_PAGE_SIZE;
+    std::memset(&mem[at], 0, std::min<uint64_t>(SVMDEV_PAGE_SIZE, mem.size() - at));
+  }
   if (!host_vram_.empty()) std::memset(host_vram_.data(), 0, host_vram_.size());
   irqs.clear();
   errors.clear();
@@ -21,6 +32,7 @@ void Testbed::Recreate() {
   ctl_out_.clear();
   pt_next_ = kPtPool;
   tail_valid_ = false;
+  next_seq_ = 0;
   NewCore();
 }
 
@@ -54,6 +66,12 @@ bool Testbed::InMem(uint64_t addr, uint64_t len) const {
   return addr <= mem.size() && mem.size() - addr >= len;
 }
 
+void Testbed::Touch(uint64_t addr, uint64_t len) {
+  if (len == 0) return;
+  for (uint64_t p = addr / SVMDEV_PAGE_SIZE; p <= (addr + len - 1) / SVMDEV_PAGE_SIZE; p++)
+    dirty_[p] = 1;
+}
+
 // Fake DMA fails as a whole, before touching anything, like an unassigned
 // address range does in QEMU.
 int Testbed::DmaRead(void* opaque, uint64_t addr, void* buf, uint64_t len) {
@@ -68,6 +86,7 @@ int Testbed::DmaWrite(void* opaque, uint64_t addr, const void* buf, uint64_t len
   auto* tb = static_cast<Testbed*>(opaque);
   if (!tb->InMem(addr, len)) return -1;
   std::memcpy(&tb->mem[addr], buf, len);
+  tb->Touch(addr, len);
   tb->dma_writes++;
   return 0;
 }
@@ -96,8 +115,11 @@ void Testbed::Push(const svmdev_cmd& cmd) {
   uint64_t base = Read64(SVMDEV_REG_CMDQ_BASE);
   if (entries == 0) return;
   uint32_t tail = pending_tail();
-  if (InMem(base + uint64_t{tail} * sizeof(cmd), sizeof(cmd)))
-    std::memcpy(&mem[base + uint64_t{tail} * sizeof(cmd)], &cmd, sizeof(cmd));
+  uint64_t at = base + uint64_t{tail} * sizeof(cmd);
+  if (InMem(at, sizeof(cmd))) {
+    std::memcpy(&mem[at], &cmd, sizeof(cmd));
+    Touch(at, sizeof(cmd));
+  }
   tail_ = (tail + 1) % entries;
   tail_valid_ = true;
 }
@@ -160,12 +182,11 @@ std::vector<svmdev_fault> Testbed::DrainFaults() {
 
 svmdev_cmd Testbed::Cmd(uint8_t op, uint16_t ctx, uint64_t a0, uint64_t a1, uint64_t a2,
                         uint8_t flags) {
-  static uint64_t seq = 0;
   svmdev_cmd c{};
   c.opcode = op;
   c.flags = flags;
   c.ctx = ctx;
-  c.seq = ++seq;
+  c.seq = ++next_seq_;
   c.arg[0] = a0;
   c.arg[1] = a1;
   c.arg[2] = a2;
@@ -185,6 +206,7 @@ uint64_t Testbed::NewTable() {
     throw std::runtime_error("testbed: page-table pool exhausted");
   pt_next_ += SVMDEV_PAGE_SIZE;
   std::memset(&mem[t], 0, SVMDEV_PAGE_SIZE);
+  Touch(t, SVMDEV_PAGE_SIZE);
   return t;
 }
 
@@ -270,7 +292,10 @@ uint64_t Testbed::MemRead(uint64_t addr, unsigned size) const {
 }
 
 void Testbed::MemWrite(uint64_t addr, uint64_t value, unsigned size) {
-  if (InMem(addr, size)) std::memcpy(&mem[addr], &value, size);
+  if (InMem(addr, size)) {
+    std::memcpy(&mem[addr], &value, size);
+    Touch(addr, size);
+  }
 }
 
 void Testbed::CtlSend(uint8_t type, uint32_t tag, const void* payload, uint16_t len) {

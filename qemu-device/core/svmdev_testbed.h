@@ -55,7 +55,8 @@ class Testbed {
   Testbed& operator=(const Testbed&) = delete;
 
   // A new core over zeroed memory and VRAM, reusing the buffers (fuzzers run
-  // thousands of inputs a second).
+  // thousands of inputs a second). Only memory written through the testbed
+  // (MemWrite, Push, page tables, device DMA) is zeroed again.
   void Recreate();
 
   svmdev_core* core() const { return core_; }
@@ -100,6 +101,7 @@ class Testbed {
   // Messages the device sent since the last call.
   std::vector<CtlMessage> CtlReceive();
 
+  // Fake guest memory. Direct writes bypass what Recreate zeroes.
   std::vector<uint8_t> mem;
   std::vector<unsigned> irqs;
   std::vector<std::string> errors;
@@ -111,6 +113,8 @@ class Testbed {
   static int DmaRead(void* opaque, uint64_t addr, void* buf, uint64_t len);
   static int DmaWrite(void* opaque, uint64_t addr, const void* buf, uint64_t len);
   bool InMem(uint64_t addr, uint64_t len) const;
+  // Marks pages for Recreate to zero; the range must be in memory.
+  void Touch(uint64_t addr, uint64_t len);
   void NewCore();
   uint32_t pending_tail() const { return tail_valid_ ? tail_ : Read32(SVMDEV_REG_CMDQ_TAIL); }
 
@@ -118,9 +122,13 @@ class Testbed {
   svmdev_core* core_ = nullptr;
   std::vector<uint8_t> host_vram_;
   std::vector<uint8_t> ctl_out_;
+  std::vector<uint8_t> dirty_;  // per page of mem: written since Recreate
   uint64_t pt_next_ = kPtPool;
   uint32_t tail_ = 0;  // command ring tail pushed but not yet rung
   bool tail_valid_ = false;
+  // Sequence numbers of Cmd; Recreate restarts them so that a fuzz input
+  // replays the same way in any process.
+  static uint64_t next_seq_;
 };
 
 }  // namespace svmdev

@@ -70,9 +70,17 @@ struct Cached {
   uint64_t perms;
 };
 
+// Buffers kept across inputs: allocating and faulting them in per input would
+// cost more than most inputs.
+struct Scratch {
+  uint8_t vram_before[kVramSize];
+  uint8_t data[0x10000];  // the largest copy step
+  std::vector<uint8_t> saved, resaved;  // device state blobs
+};
+
 class Fuzz {
  public:
-  Fuzz(Input* in, Testbed* tb) : in_(in), tb_(*tb) {
+  Fuzz(Input* in, Testbed* tb, Scratch* scratch) : in_(in), tb_(*tb), scratch_(scratch) {
     tb_.Recreate();
     tb_.on_dma_read = [this](uint64_t addr, uint64_t len) { Supply(addr, len); };
     CHECK(tb_.Enable());
@@ -346,6 +354,15 @@ class Fuzz {
   void CheckAccess(const svmdev_cmd& c, const svmdev_cpl* done, bool stalled,
                    const std::vector<Candidate>& allowed, const RefXlate& ref) {
     if (lost_ || inval_games_ || c.ctx >= kContexts || !live_[c.ctx]) return;
+    if (done != nullptr && done->status == SVMDEV_STATUS_OK && ref.kind == RefXlate::kOk) {
+      // What the device may have cached now, whether or not the data is checked below.
+      uint64_t psize = ref.huge ? SVMDEV_HUGE_SIZE : SVMDEV_PAGE_SIZE;
+      uint64_t va = c.arg[0] & ~(psize - 1);
+      // The reference does not report permissions: record the page as usable
+      // for every kind, which only widens what the model accepts.
+      cached_[c.ctx].push_back({va, psize, ref.page, ref.vram, kAllPerms});
+      if (cached_[c.ctx].size() > 512) lost_ = true;
+    }
     uint8_t kind = SVMDEV_ACC_KIND(c.arg[1]);
     unsigned size = SVMDEV_ACC_SIZE(c.arg[1]);
     for (const Candidate& k : allowed)
@@ -375,15 +392,6 @@ class Fuzz {
       }
     }
     CHECK(match);
-    // What the device may have cached now.
-    if (ref.kind == RefXlate::kOk) {
-      uint64_t psize = ref.huge ? SVMDEV_HUGE_SIZE : SVMDEV_PAGE_SIZE;
-      uint64_t va = c.arg[0] & ~(psize - 1);
-      // The reference does not report permissions: record the page as usable
-      // for every kind, which only widens what the model accepts.
-      cached_[c.ctx].push_back({va, psize, ref.page, ref.vram, kAllPerms});
-      if (cached_[c.ctx].size() > 512) lost_ = true;
-    }
   }
 
   // Runs one command and checks what came back.
@@ -453,16 +461,15 @@ class Fuzz {
   void Copy(const svmdev_cmd& c) {
     bool sv = c.flags & SVMDEV_COPY_F_SRC_VRAM, dv = c.flags & SVMDEV_COPY_F_DST_VRAM;
     uint64_t src = c.arg[0], dst = c.arg[1], len = c.arg[2];
-    std::vector<uint8_t> vram_before(tb_.vram(), tb_.vram() + kVramSize);
-    std::vector<uint8_t> data(len);
-    auto in_range = [&](bool vram, uint64_t a) {
-      return vram ? a + len <= kVramSize : a + len <= kMemSize;
+    uint8_t* vram = tb_.vram();
+    if (dv) std::memcpy(scratch_->vram_before, vram, kVramSize);
+    auto in_range = [&](bool in_vram, uint64_t a) {
+      return in_vram ? a + len <= kVramSize : a + len <= kMemSize;
     };
     bool checkable = in_range(sv, src) && in_range(dv, dst);
     if (checkable) {
       if (!sv) Supply(src, len);
-      for (uint64_t i = 0; i < len; i++)
-        data[i] = sv ? tb_.vram()[src + i] : tb_.mem[src + i];
+      std::memcpy(scratch_->data, sv ? vram + src : &tb_.mem[src], len);
     }
     auto cpls = tb_.Submit(c);
     Collect();
@@ -473,12 +480,12 @@ class Fuzz {
     if (own == nullptr || lost_) return;
     if (own->status == SVMDEV_STATUS_OK) {
       CHECK(checkable);
-      const uint8_t* out = dv ? tb_.vram() + dst : &tb_.mem[dst];
+      const uint8_t* out = dv ? vram + dst : &tb_.mem[dst];
       bool overlap = sv == dv && src < dst + len && dst < src + len;
-      if (!overlap || sv) CHECK(std::memcmp(out, data.data(), len) == 0);
+      if (!overlap || sv) CHECK(std::memcmp(out, scratch_->data, len) == 0);
     } else if (dv && own->status != SVMDEV_STATUS_DMA_ERROR) {
       // A refused copy leaves VRAM alone.
-      CHECK(std::memcmp(vram_before.data(), tb_.vram(), kVramSize) == 0);
+      CHECK(std::memcmp(scratch_->vram_before, vram, kVramSize) == 0);
     } else if (!checkable) {
       CHECK(own->status != SVMDEV_STATUS_OK);
     }
@@ -495,7 +502,10 @@ class Fuzz {
 
   void Snapshot() {
     size_t n = svmdev_core_save(tb_.core(), nullptr, 0);
-    std::vector<uint8_t> a(n), b(n);
+    std::vector<uint8_t>& a = scratch_->saved;
+    std::vector<uint8_t>& b = scratch_->resaved;
+    a.resize(n);
+    b.resize(n);
     CHECK(svmdev_core_save(tb_.core(), a.data(), n) == n);
     CHECK(svmdev_core_load(tb_.core(), a.data(), n) == 0);
     CHECK(svmdev_core_save(tb_.core(), b.data(), n) == n);
@@ -531,6 +541,7 @@ class Fuzz {
 
   Input* in_;
   Testbed& tb_;
+  Scratch* scratch_;
   uint64_t roots_[kContexts] = {};
   bool live_[kContexts] = {};
   std::vector<Cached> cached_[kContexts];
@@ -548,7 +559,8 @@ class Fuzz {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   svmdev::Input in(data, size);
   static svmdev::Testbed tb(svmdev::Fuzz::Options());
-  svmdev::Fuzz f(&in, &tb);
+  static auto* scratch = new svmdev::Scratch;
+  svmdev::Fuzz f(&in, &tb, scratch);
   f.Run();
   return 0;
 }
