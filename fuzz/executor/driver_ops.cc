@@ -4,7 +4,11 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <iterator>
+#include <utility>
 
 #include "executor/protocol.h"
 #include "svmdev_uapi.h"
@@ -13,6 +17,8 @@ namespace svmfuzz {
 namespace {
 
 constexpr const char* kDevicePath = "/dev/svmdev0";
+static_assert(sizeof(svmdev_knobs) == proto::kMaxKnobs * sizeof(uint64_t),
+              "ExecRequest.knobs carries every field of struct svmdev_knobs");
 
 Outcome Unsupported() {
   Outcome out;
@@ -52,6 +58,9 @@ int Access(int fd, uint64_t addr, uint64_t kind, uint64_t size, uint64_t value, 
 
 bool HaveDriver() { return access(kDevicePath, F_OK) == 0; }
 
+Device::Device(std::vector<uint64_t> knobs, std::function<void(int fd)> on_open)
+    : knobs_(std::move(knobs)), on_open_(std::move(on_open)) {}
+
 Device::~Device() {
   if (fd_ >= 0) close(fd_);
 }
@@ -63,35 +72,51 @@ int Device::Fd() {
   if (fd < 0) return -errno;
   svmdev_bind bind = {};
   bind.personality = SVMDEV_PERS_NONE;
-  if (ioctl(fd, SVMDEV_IOC_BIND, &bind) != 0) {
-    const int err = errno;
+  int err = ioctl(fd, SVMDEV_IOC_BIND, &bind) != 0 ? errno : 0;
+  if (err == 0 && !knobs_.empty()) err = ApplyKnobs(fd);
+  if (err != 0) {
     close(fd);
     return -err;
   }
+  if (on_open_) on_open_(fd);
   return fd_ = fd;
+}
+
+int Device::ApplyKnobs(int fd) {
+  uint64_t fields[sizeof(svmdev_knobs) / sizeof(uint64_t)] = {};
+  std::copy_n(knobs_.begin(), std::min(knobs_.size(), std::size(fields)), fields);
+  svmdev_knobs k;
+  std::memcpy(&k, fields, sizeof(k));
+  return ioctl(fd, SVMDEV_IOC_KNOBS, &k) == 0 ? 0 : errno;
 }
 
 int Device::SetKnob(uint64_t fail_vram_alloc, uint64_t fail_copy) {
   const int fd = Fd();
   if (fd < 0) return -fd;
   std::lock_guard<std::mutex> lock(mu_);
-  if (fail_vram_alloc != 0) fail_vram_alloc_ = fail_vram_alloc;
-  if (fail_copy != 0) fail_copy_ = fail_copy;
-  svmdev_knobs k = {};
-  k.fail_vram_alloc = fail_vram_alloc_;
-  k.fail_copy = fail_copy_;
-  return ioctl(fd, SVMDEV_IOC_KNOBS, &k) == 0 ? 0 : errno;
+  // The ioctl sets every knob at once, so the others are written again
+  // (count-down knobs start over).
+  knobs_.resize(std::max<size_t>(knobs_.size(), 2));
+  if (fail_vram_alloc != 0) knobs_[0] = fail_vram_alloc;
+  if (fail_copy != 0) knobs_[1] = fail_copy;
+  return ApplyKnobs(fd);
 }
 
-std::vector<uint64_t> Device::Counters() {
+std::vector<uint64_t> Device::CheckedCounters() {
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ < 0) return {};
   svmdev_counters c = {};
-  if (ioctl(fd_, SVMDEV_IOC_COUNTERS, &c) != 0) return {};
+  if (ioctl(fd_, SVMDEV_IOC_CHECK, &c) != 0) return {};
   std::vector<uint64_t> out(std::begin(c.hw), std::end(c.hw));
   out.insert(out.end(), c.drv, c.drv + SVMDEV_NUM_CTRS);
   out.insert(out.end(), {c.mn_starts, c.mn_ends, c.mn_refused, c.balanced});
   return out;
+}
+
+std::vector<uint64_t> DriverCounters(int fd) {
+  svmdev_counters c = {};
+  if (ioctl(fd, SVMDEV_IOC_COUNTERS, &c) != 0) return {};
+  return std::vector<uint64_t>(c.drv, c.drv + SVMDEV_NUM_CTRS);
 }
 
 bool IsDriverOp(OpCode code) {

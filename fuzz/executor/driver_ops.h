@@ -6,6 +6,7 @@
 #define SVMFUZZ_EXECUTOR_DRIVER_OPS_H_
 
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -22,7 +23,9 @@ bool HaveDriver();
 // opens its own, on its first driver op.
 class Device {
  public:
-  Device() = default;
+  // `knobs`: struct svmdev_knobs fields (ExecRequest.knobs) for the file once
+  // it is bound; `on_open` learns the bound file's descriptor.
+  Device(std::vector<uint64_t> knobs, std::function<void(int fd)> on_open);
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
   ~Device();
@@ -31,15 +34,23 @@ class Device {
   int Fd();
   // Sets one of the driver's injection knobs of this file, keeping the others.
   int SetKnob(uint64_t fail_vram_alloc, uint64_t fail_copy);
-  // The device's, driver's and this file's counters (layout in PROTOCOL.md);
-  // empty if this process never used the device.
-  std::vector<uint64_t> Counters();
+  // The device's, driver's and this file's counters (layout in PROTOCOL.md)
+  // after the driver's notifier balance check; empty if this process never
+  // used the device.
+  std::vector<uint64_t> CheckedCounters();
 
  private:
+  // SVMDEV_IOC_KNOBS with knobs_; errno or 0.
+  int ApplyKnobs(int fd);
+
   std::mutex mu_;
   int fd_ = -1;
-  uint64_t fail_vram_alloc_ = 0, fail_copy_ = 0;
+  std::vector<uint64_t> knobs_;  // svmdev_knobs fields in order
+  std::function<void(int)> on_open_;
 };
+
+// The driver counters (drv[], SVMDEV_CTR_*) through a device file, or empty.
+std::vector<uint64_t> DriverCounters(int fd);
 
 // True for driver ops, device actions and driver fault injection.
 bool IsDriverOp(OpCode code);

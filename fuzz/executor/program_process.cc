@@ -37,6 +37,8 @@ void SharedRun::Reset(size_t num_ops) {
   kcov_busy = 0;
   faults_armed = 0;
   num_counters = 0;
+  device_pid = 0;
+  device_fd = -1;
 }
 
 namespace {
@@ -75,7 +77,14 @@ class Process {
  public:
   Process(const std::vector<Op>& ops, uint32_t first, SharedRun* shared, const RunConfig& config,
           Buffers* buffers)
-      : first_(first), shared_(shared), config_(config), buffers_(buffers) {
+      : first_(first),
+        shared_(shared),
+        config_(config),
+        buffers_(buffers),
+        device_(config.knobs, [shared](int fd) {
+          int32_t none = 0;
+          if (shared->device_pid.compare_exchange_strong(none, getpid())) shared->device_fd = fd;
+        }) {
     // Each thread_create starts a thread that runs the ops tagged with its
     // id up to the matching thread_join; everything else is thread 0's.
     std::array<int, kMaxThreads> life{};
@@ -123,7 +132,7 @@ class Process {
     Record(proto::Mismatch::kEndOfProcess, bad);
     if (first_ == 0) {
       // The program's first process: its file's notifier balance is the program's.
-      const std::vector<uint64_t> counters = device_.Counters();
+      const std::vector<uint64_t> counters = device_.CheckedCounters();
       const size_t n = std::min(counters.size(), SharedRun::kMaxCounters);
       std::copy(counters.begin(), counters.begin() + static_cast<long>(n), shared_->counters);
       shared_->num_counters = static_cast<uint32_t>(n);

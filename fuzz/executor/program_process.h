@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 #include "executor/kcov.h"
 #include "executor/protocol.h"
@@ -36,6 +37,10 @@ struct SharedRun {
   std::atomic<uint32_t> faults_armed;
   uint32_t num_counters;  // the driver's counters, when the program used it
   uint64_t counters[kMaxCounters];
+  // A device file of the program, for the watchdog to read the driver's
+  // counters through while the program is stuck in the driver; pid 0: none.
+  std::atomic<int32_t> device_pid;
+  std::atomic<int32_t> device_fd;
 
   void Reset(size_t num_ops);
 };
@@ -44,6 +49,7 @@ struct RunConfig {
   Kcov* kcov = nullptr;  // null: no coverage
   uint64_t remote_handle = 0;
   uintptr_t buffer_base = 0;
+  std::vector<uint64_t> knobs;  // ExecRequest.knobs, for every device file
 };
 
 uint64_t MonotonicNs();

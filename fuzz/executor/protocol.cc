@@ -117,6 +117,7 @@ std::vector<uint8_t> Encode(const ExecRequest& m) {
   w.U32(m.op_timeout_ms);
   w.U32(m.program_timeout_ms);
   w.U32(m.cover_cap);
+  w.U64s(m.knobs);
   w.Bytes(m.program.data(), m.program.size());
   return w.Take();
 }
@@ -128,7 +129,8 @@ bool Decode(const std::vector<uint8_t>& payload, ExecRequest* m) {
   m->op_timeout_ms = r.U32();
   m->program_timeout_ms = r.U32();
   m->cover_cap = r.U32();
-  if (!r.ok()) return false;
+  r.U64s(&m->knobs);
+  if (!r.ok() || m->knobs.size() > kMaxKnobs) return false;
   m->program = r.Rest();
   return true;
 }
@@ -158,6 +160,7 @@ std::vector<uint8_t> Encode(const ExecResult& m) {
     w.U8(x.actual);
   }
   w.U64s(m.counters);
+  w.U64s(m.watchdog_deltas);
   w.U64s(m.cover);
   w.U64s(m.remote_cover);
   w.U32(static_cast<uint32_t>(m.message.size()));
@@ -190,6 +193,7 @@ bool Decode(const std::vector<uint8_t>& payload, ExecResult* m) {
     x.actual = r.U8();
   }
   r.U64s(&m->counters);
+  r.U64s(&m->watchdog_deltas);
   r.U64s(&m->cover);
   r.U64s(&m->remote_cover);
   m->message = r.Text(r.U32());

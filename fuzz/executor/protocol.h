@@ -13,10 +13,12 @@
 
 namespace svmfuzz::proto {
 
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 inline constexpr uint32_t kMagic = 0x464d5653;  // "SVMF" on the wire
 inline constexpr size_t kHeaderSize = 12;         // magic, type, payload length
 inline constexpr uint32_t kMaxPayload = 16u << 20;
+// ExecRequest.knobs: at most one value per field of struct svmdev_knobs.
+inline constexpr size_t kMaxKnobs = 7;
 
 enum class MsgType : uint32_t {
   kReady = 1,     // guest -> host, once: Ready
@@ -59,12 +61,15 @@ struct ExecRequest {
   uint32_t op_timeout_ms = 0;       // one op longer than this ends the program (kHung)
   uint32_t program_timeout_ms = 0;  // the whole program
   uint32_t cover_cap = 0;           // at most this many distinct PCs per list
+  // Test-only: struct svmdev_knobs fields, in order (missing ones 0), set on
+  // every device file the program opens. Empty: the driver's defaults.
+  std::vector<uint64_t> knobs;
   std::vector<uint8_t> program;     // the binary form of fuzz/program/binary.h
 
   bool operator==(const ExecRequest& o) const {
     return id == o.id && flags == o.flags && op_timeout_ms == o.op_timeout_ms &&
            program_timeout_ms == o.program_timeout_ms && cover_cap == o.cover_cap &&
-           program == o.program;
+           knobs == o.knobs && program == o.program;
   }
 };
 
@@ -130,6 +135,9 @@ struct ExecResult {
   std::vector<OpResult> ops;
   std::vector<Mismatch> mismatches;
   std::vector<uint64_t> counters;      // the driver's counters after the program
+  // When the watchdog found the program past a deadline: how much each
+  // driver counter (drv[], SVMDEV_CTR_*) rose while it watched a little longer.
+  std::vector<uint64_t> watchdog_deltas;
   std::vector<uint64_t> cover;         // distinct PCs of the program's threads
   std::vector<uint64_t> remote_cover;  // distinct PCs of the driver's workers for it
   std::string message;                 // kExecutorError: why
@@ -137,7 +145,7 @@ struct ExecResult {
   bool operator==(const ExecResult& o) const {
     return id == o.id && status == o.status && detail == o.detail &&
            duration_us == o.duration_us && ops == o.ops && mismatches == o.mismatches &&
-           counters == o.counters && cover == o.cover && remote_cover == o.remote_cover &&
+           counters == o.counters && watchdog_deltas == o.watchdog_deltas && cover == o.cover && remote_cover == o.remote_cover &&
            message == o.message;
   }
 };

@@ -18,6 +18,7 @@ ExecResult SampleResult() {
            {10, 1, kOpStarted | kOpTimedOut, 0, 0, 0}};
   r.mismatches = {{2, 5, 4095, 1023, 0xab, 0xcd}, {Mismatch::kEndOfProcess, 0, 0, 0, 0, 1}};
   r.counters = {1, 2, 3};
+  r.watchdog_deltas = {0, 9};
   r.cover = {0xffffffff81000000ull, 0xffffffff81000010ull};
   r.remote_cover = {0xffffffffa0000000ull};
   r.message = "why";
@@ -39,15 +40,36 @@ TEST(Protocol, ReadyRoundTrips) {
 }
 
 TEST(Protocol, ExecRequestRoundTripsAndLayout) {
-  ExecRequest in{7, kExecCover, 1000, 5000, 4096, {1, 2, 3}};
-  const std::vector<uint8_t> bytes = Encode(in);
-  ASSERT_EQ(bytes.size(), 8u + 4 * 4 + 3);
+  ExecRequest in{7, kExecCover, 1000, 5000, 4096, {}, {1, 2, 3}};
+  std::vector<uint8_t> bytes = Encode(in);
+  ASSERT_EQ(bytes.size(), 8u + 4 * 4 + 4 + 3);
   EXPECT_EQ(bytes[0], 7);
   EXPECT_EQ(bytes[8], 1);  // flags
   ExecRequest out;
   ASSERT_TRUE(Decode(bytes, &out));
   EXPECT_EQ(out, in);
   EXPECT_FALSE(Decode(std::vector<uint8_t>(20, 0), &out));
+  EXPECT_FALSE(Decode(std::vector<uint8_t>(27, 0), &out));  // no knob count
+}
+
+TEST(Protocol, ExecRequestKnobsLayout) {
+  // Pinned: pyharness/svmfuzz/protocol_test.py checks the same bytes.
+  const ExecRequest in{5, 0, 0, 0, 0, {0, 0, 0, 0, 1, 0, 0}, {0x22}};  // break_livelock
+  const std::string hex =
+      "05000000000000000000000000000000000000000000000007000000000000000000000000000000"
+      "00000000000000000000000000000000000000000100000000000000000000000000000000000000"
+      "0000000022";
+  std::vector<uint8_t> want;
+  for (size_t i = 0; i < hex.size(); i += 2)
+    want.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  EXPECT_EQ(Encode(in), want);
+  ExecRequest out;
+  ASSERT_TRUE(Decode(want, &out));
+  EXPECT_EQ(out, in);
+  // More knobs than struct svmdev_knobs has fields is a bad request.
+  ExecRequest too_many = in;
+  too_many.knobs.assign(kMaxKnobs + 1, 0);
+  EXPECT_FALSE(Decode(Encode(too_many), &out));
 }
 
 TEST(Protocol, ExecResultRoundTrips) {
@@ -63,8 +85,9 @@ TEST(Protocol, ExecResultLayout) {
       "887766554433221102000000ffffffffd20400000300000000000300000000000000000000000000"
       "0a0000000c030b005f000000ffffffffffffffff020000000a010500000000000000000000000000"
       "0000000002000000020000000500ff0fff030000abcdffffffff0000000000000000000103000000"
-      "0100000000000000020000000000000003000000000000000200000000000081ffffffff10000081"
-      "ffffffff01000000000000a0ffffffff03000000776879";
+      "01000000000000000200000000000000030000000000000002000000000000000000000009000000"
+      "000000000200000000000081ffffffff10000081ffffffff01000000000000a0ffffffff03000000"
+      "776879";
   std::vector<uint8_t> want;
   for (size_t i = 0; i < hex.size(); i += 2)
     want.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));

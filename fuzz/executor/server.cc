@@ -62,7 +62,7 @@ bool Serve(int fd, Supervisor* supervisor, const std::string& kernel, bool wait_
       } else if (frame.type == proto::MsgType::kExec) {
         proto::ExecRequest request;
         if (!proto::Decode(frame.payload, &request)) {
-          ok = SendError(fd, "short EXEC request");
+          ok = SendError(fd, "bad EXEC request");
         } else {
           ok = Send(fd, proto::MsgType::kResult,
                     proto::Encode(supervisor->Execute(request, fd)));

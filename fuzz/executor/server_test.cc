@@ -77,7 +77,7 @@ class ServerTest : public ::testing::Test {
     ParseError error;
     const auto program = Parse(text, &error);
     EXPECT_TRUE(program.has_value()) << error.ToString();
-    proto::ExecRequest req{++id_, proto::kExecCover, op_ms, prog_ms, 1024, Encode(*program)};
+    proto::ExecRequest req{++id_, proto::kExecCover, op_ms, prog_ms, 1024, {}, Encode(*program)};
     Send(MsgType::kExec, proto::Encode(req));
     proto::Frame f = Receive();
     proto::ExecResult r;
@@ -221,7 +221,7 @@ TEST_F(ServerTest, ProgramOverItsBoundIsAHang) {
 TEST_F(ServerTest, SurvivesAProgramThatCrashes) {
   ParseError error;
   const auto program = Parse("sleep us=1000000\n", &error);
-  proto::ExecRequest req{1, 0, 5000, 20000, 0, Encode(*program)};
+  proto::ExecRequest req{1, 0, 5000, 20000, 0, {}, Encode(*program)};
   Send(MsgType::kExec, proto::Encode(req));
   const pid_t pid = ProgramPid();
   ASSERT_GT(pid, 0);

@@ -22,6 +22,7 @@
 #include "executor/fault_injection.h"
 #include "executor/guarded_access.h"
 #include "program/binary.h"
+#include "svmdev_uapi.h"
 
 namespace svmfuzz {
 namespace {
@@ -112,7 +113,7 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, int clo
   NameOps(program.ops, shared_->ops, &named);
   const bool cover = have_kcov_ && (request.flags & proto::kExecCover) != 0;
   if (cover) kcov_.Reset();
-  const RunConfig config{cover ? &kcov_ : nullptr, ++remote_handle_, kBufferBase};
+  const RunConfig config{cover ? &kcov_ : nullptr, ++remote_handle_, kBufferBase, request.knobs};
   const uint64_t start = MonotonicNs();
 
   const pid_t pid = fork();
@@ -210,6 +211,7 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
     }
     if (op_ns != 0) next = std::min(next, now + op_ns);
     if (overdue) {
+      result->watchdog_deltas = SampleDriver();
       kill(-pid, SIGKILL);
       killed = true;
       break;
@@ -241,6 +243,32 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
     result->detail = WEXITSTATUS(status);
     result->message = "program process exited with " + std::to_string(WEXITSTATUS(status));
   }
+}
+
+std::vector<uint64_t> Supervisor::SampleDriver() {
+  const pid_t owner = shared_->device_pid;
+  const int fd = shared_->device_fd;
+  if (owner == 0 || fd < 0) return {};
+  // Through the program's own file, taken from its process: a file of our
+  // own would bind the executor's address space and take a device context.
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, owner, 0));
+  if (pidfd < 0) return {};
+  const int file = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0));
+  close(pidfd);
+  if (file < 0) return {};
+  std::vector<uint64_t> deltas = DriverCounters(file);
+  if (!deltas.empty()) {
+    usleep(kSampleMs * 1000);
+    const std::vector<uint64_t> after = DriverCounters(file);
+    if (after.size() == deltas.size()) {
+      for (size_t i = 0; i < deltas.size(); i++) deltas[i] = after[i] - deltas[i];
+      deltas[SVMDEV_CTR_VRAM_FREE] = 0;  // a level, not a count
+    } else {
+      deltas.clear();
+    }
+  }
+  close(file);
+  return deltas;
 }
 
 void Supervisor::ReapOrphans() {

@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "executor/kcov.h"
 #include "executor/program_process.h"
@@ -25,6 +26,10 @@ class Supervisor {
   static constexpr uint64_t kKillGraceMs = 5000;
   // For a request that names no program deadline.
   static constexpr uint64_t kDefaultProgramTimeoutMs = 20000;
+  // How long the watchdog watches the driver's counters of a program past
+  // its deadline: long enough for a retry loop to go round many times even
+  // under TCG.
+  static constexpr uint64_t kSampleMs = 250;
 
   Supervisor();
   Supervisor(const Supervisor&) = delete;
@@ -38,6 +43,8 @@ class Supervisor {
  private:
   void Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start_ns,
              proto::ExecResult* result);
+  // ExecResult.watchdog_deltas, through the program's device file.
+  std::vector<uint64_t> SampleDriver();
   void ReapOrphans();
 
   uint32_t features_ = 0;

@@ -7,11 +7,11 @@ little-endian each) and the payload.
 
 import enum
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from svmfuzz.errors import SvmfuzzError
 
-VERSION = 2
+VERSION = 3
 MAGIC = b"SVMF"
 HEADER = struct.Struct("<4sII")
 MAX_PAYLOAD = 16 << 20
@@ -42,6 +42,62 @@ class Feature(enum.IntFlag):
 
 
 EXEC_COVER = 1 << 0
+
+# Names of OpResult.code, the opcodes of fuzz/program/program.h in order.
+OP_NAMES = (
+    "mmap", "munmap", "mprotect", "madvise", "mremap", "fork", "thread_create", "thread_join",
+    "touch", "read", "write", "verify", "mirror", "prefetch", "migrate_to_dev", "migrate_to_sys",
+    "dev_read", "dev_write", "dev_atomic", "snapshot", "exclusive", "release", "dev_access",
+    "fault_storm", "delay_acks", "drop_acks", "fail_dma", "fail_nth", "failslab",
+    "fail_page_alloc", "drv_fail_alloc", "drv_fail_copy", "oom_kill", "sleep", "yield")
+
+
+def op_name(code: int) -> str:
+    return OP_NAMES[code] if code < len(OP_NAMES) else f"op{code}"
+
+
+class Drv(enum.IntEnum):
+    """The driver's counters (SVMDEV_CTR_* of guest-driver/uapi/svmdev_uapi.h):
+    indexes of ExecResult.watchdog_deltas, and of ExecResult.counters after HW_COUNTERS."""
+    FAULTS = 0
+    FAULT_REPLAYS = 1
+    FAULT_CANCELS = 2
+    HMM_BUSY = 3
+    READ_RETRY = 4
+    MIGRATE_RETRY = 5
+    EXCL_RETRY = 6
+    INVALIDATIONS = 7
+    INVAL_NONBLOCK_FAIL = 8
+    FENCE_TIMEOUTS = 9
+    TO_DEV = 10
+    TO_RAM = 11
+    CPU_FAULTS = 12
+    EVICTED = 13
+    LIVELOCK = 14
+    COPY_ERRORS = 15
+    DEV_ERRORS = 16
+    VRAM_FREE = 17
+
+
+HW_COUNTERS = 16
+# ExecResult.counters: hw[16], drv[len(Drv)], then these.
+MN_STARTS, MN_ENDS, MN_REFUSED, BALANCED = range(HW_COUNTERS + len(Drv), HW_COUNTERS + len(Drv) + 4)
+
+
+@dataclass
+class Knobs:
+    """Test-only driver knobs for a program (struct svmdev_knobs, PROTOCOL.md):
+    the executor sets them on every device file the program opens."""
+    fail_vram_alloc: int = 0
+    fail_copy: int = 0
+    fault_delay_ms: int = 0
+    break_skip_invalidate: int = 0
+    break_livelock: int = 0
+    break_leak_page: int = 0
+    break_imbalance: int = 0
+
+    def values(self) -> list[int]:
+        return [getattr(self, f.name) for f in fields(self)]
 
 
 class Status(enum.IntEnum):
@@ -129,19 +185,28 @@ class ExecRequest:
     op_timeout_ms: int = 5000
     program_timeout_ms: int = 20000
     cover_cap: int = 65536
+    knobs: Knobs | None = None  # None: the driver's defaults
 
     _HEAD = struct.Struct("<QIIII")
 
     def encode(self) -> bytes:
-        return self._HEAD.pack(self.id, self.flags, self.op_timeout_ms, self.program_timeout_ms,
-                               self.cover_cap) + self.program
+        knobs = self.knobs.values() if self.knobs is not None else []
+        return (self._HEAD.pack(self.id, self.flags, self.op_timeout_ms, self.program_timeout_ms,
+                                self.cover_cap)
+                + struct.pack(f"<I{len(knobs)}Q", len(knobs), *knobs) + self.program)
 
     @classmethod
     def decode(cls, payload: bytes) -> "ExecRequest":
-        if len(payload) < cls._HEAD.size:
+        head = cls._HEAD.size + 4
+        if len(payload) < head:
             raise ProtocolError("short EXEC")
         id_, flags, op_ms, prog_ms, cap = cls._HEAD.unpack_from(payload)
-        return cls(id_, payload[cls._HEAD.size:], flags, op_ms, prog_ms, cap)
+        (n,) = struct.unpack_from("<I", payload, cls._HEAD.size)
+        if n > len(fields(Knobs)) or len(payload) < head + 8 * n:
+            raise ProtocolError(f"EXEC with {n} knobs")
+        values = struct.unpack_from(f"<{n}Q", payload, head)
+        knobs = Knobs(*values) if n else None
+        return cls(id_, payload[head + 8 * n:], flags, op_ms, prog_ms, cap, knobs)
 
 
 @dataclass
@@ -177,6 +242,7 @@ class ExecResult:
     ops: list[OpResult] = field(default_factory=list)
     mismatches: list[Mismatch] = field(default_factory=list)
     counters: list[int] = field(default_factory=list)
+    watchdog_deltas: list[int] = field(default_factory=list)
     cover: list[int] = field(default_factory=list)
     remote_cover: list[int] = field(default_factory=list)
     message: str = ""
@@ -191,7 +257,7 @@ class ExecResult:
         out.append(struct.pack("<I", len(self.mismatches)))
         out += [Mismatch._S.pack(m.op, m.buffer, m.offset, m.page, m.expected, m.actual)
                 for m in self.mismatches]
-        for pcs in (self.counters, self.cover, self.remote_cover):
+        for pcs in (self.counters, self.watchdog_deltas, self.cover, self.remote_cover):
             out.append(struct.pack(f"<I{len(pcs)}Q", len(pcs), *pcs))
         msg = self.message.encode()
         out.append(struct.pack("<I", len(msg)) + msg)
@@ -227,7 +293,7 @@ class ExecResult:
             r.ops.append(OpResult(code, thread, OpFlag(flags), err, ret, us))
         for _ in range(count(Mismatch._S.size)):
             r.mismatches.append(Mismatch(*take(Mismatch._S)))
-        for name in ("counters", "cover", "remote_cover"):
+        for name in ("counters", "watchdog_deltas", "cover", "remote_cover"):
             n = count(8)
             setattr(r, name, list(take(struct.Struct(f"<{n}Q"))))
         n = count(1)

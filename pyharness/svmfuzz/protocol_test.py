@@ -6,11 +6,12 @@ from svmfuzz import protocol as p
 
 # Encoded by fuzz/executor/protocol_test.cc (ExecResultLayout) from the same result.
 SAMPLE_RESULT_HEX = (
-    "887766554433221102000000ffffffffd204000003000000000003000000000000000000000000000a"
-    "0000000c030b005f000000ffffffffffffffff020000000a01050000000000000000000000000000"
-    "00000002000000020000000500ff0fff030000abcdffffffff000000000000000000010300000001"
-    "00000000000000020000000000000003000000000000000200000000000081ffffffff10000081ff"
-    "ffffff01000000000000a0ffffffff03000000776879")
+    "887766554433221102000000ffffffffd20400000300000000000300000000000000000000000000"
+    "0a0000000c030b005f000000ffffffffffffffff020000000a010500000000000000000000000000"
+    "0000000002000000020000000500ff0fff030000abcdffffffff0000000000000000000103000000"
+    "01000000000000000200000000000000030000000000000002000000000000000000000009000000"
+    "000000000200000000000081ffffffff10000081ffffffff01000000000000a0ffffffff03000000"
+    "776879")
 
 
 def sample_result() -> p.ExecResult:
@@ -22,7 +23,7 @@ def sample_result() -> p.ExecResult:
              p.OpResult(10, 1, F.STARTED | F.TIMED_OUT, 0, 0, 0)],
         mismatches=[p.Mismatch(2, 5, 4095, 1023, 0xab, 0xcd),
                     p.Mismatch(p.END_OF_PROCESS, 0, 0, 0, 0, 1)],
-        counters=[1, 2, 3], cover=[0xffffffff81000000, 0xffffffff81000010],
+        counters=[1, 2, 3], watchdog_deltas=[0, 9], cover=[0xffffffff81000000, 0xffffffff81000010],
         remote_cover=[0xffffffffa0000000], message="why")
 
 
@@ -50,10 +51,29 @@ def test_huge_counts_are_refused():
         p.ExecResult.decode(data)
 
 
+# Encoded by fuzz/executor/protocol_test.cc (ExecRequestKnobsLayout) from the same request.
+KNOBS_REQUEST_HEX = (
+    "05000000000000000000000000000000000000000000000007000000000000000000000000000000"
+    "00000000000000000000000000000000000000000100000000000000000000000000000000000000"
+    "0000000022")
+
+
+def test_request_knob_bytes_match_the_executor():
+    req = p.ExecRequest(5, b"\x22", 0, 0, 0, 0, p.Knobs(break_livelock=1))
+    assert req.encode().hex() == KNOBS_REQUEST_HEX
+    assert p.ExecRequest.decode(req.encode()) == req
+    # Fewer values leave the rest 0, as in the executor; more are refused.
+    head = bytes.fromhex(KNOBS_REQUEST_HEX)[:24]
+    assert p.ExecRequest.decode(head + struct.pack("<IQ", 1, 3)).knobs == p.Knobs(3)
+    with pytest.raises(p.ProtocolError, match="8 knobs"):
+        p.ExecRequest.decode(head + struct.pack("<I8Q", 8, *range(8)))
+
+
 def test_request_and_ready_round_trip():
     req = p.ExecRequest(9, b"\x00\x01", p.EXEC_COVER, 100, 200, 300)
     assert p.ExecRequest.decode(req.encode()) == req
     assert req.encode()[:8] == (9).to_bytes(8, "little")
+    assert req.encode()[24:28] == bytes(4)  # no knobs: the driver's defaults
     ready = p.Ready(2, p.Feature.KCOV | p.Feature.FAIL_NTH, "6.12")
     assert p.Ready.decode(ready.encode()) == ready
 

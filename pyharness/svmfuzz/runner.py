@@ -7,6 +7,9 @@ trouble, or a program left a task the kernel cannot kill), it ends that VM
 life and boots the next one before the next program. Every life keeps its own
 console log, named after the life, so the console of a crash is never
 overwritten by the reboot that follows it.
+
+Each program's outcome carries its findings (oracles/program.py): what the
+kernel printed while it ran, and what its result says.
 """
 
 import dataclasses
@@ -18,11 +21,16 @@ from pathlib import Path
 
 from svmfuzz import protocol
 from svmfuzz.errors import SvmfuzzError
-from svmfuzz.vm import Vm, VmConfig, kernel_trouble
+from svmfuzz.oracles import console
+from svmfuzz.oracles.console import Finding
+from svmfuzz.oracles.program import DRIVER_CATEGORIES, judge
+from svmfuzz.vm import Vm, VmConfig
 
 # A killed program may take this long to die before the executor gives up on
 # it (Supervisor::kKillGraceMs), and answering takes a little more.
 EXECUTOR_KILL_GRACE = 5.0
+# What the guest's init prints when the executor has gone; it then powers off.
+EXECUTOR_EXITED = "svmfuzz-init: executor exited"
 
 
 @dataclass
@@ -54,14 +62,12 @@ class Outcome:
     result: protocol.ExecResult | None  # None: the guest was lost before it answered
     life: Life
     lost: str = ""                      # why the guest was lost, if it was
-    kernel_reports: list[str] = field(default_factory=list)  # console lines while it ran
+    findings: list[Finding] = field(default_factory=list)  # the primary first
     seconds: float = 0.0
 
     def title(self) -> str:
-        if self.lost:
-            return f"guest lost: {self.lost}"
-        if self.kernel_reports:
-            return f"kernel: {self.kernel_reports[0].strip()}"
+        if self.findings:
+            return self.findings[0].title
         return self.result.title()
 
 
@@ -104,37 +110,44 @@ class Runner:
                  f"(features {self.vm.ready.features!r}); console {life.console_log}")
         return life
 
-    def run(self, program: bytes) -> Outcome:
-        """Runs one program (its binary form), booting a VM first if there is none."""
+    def run(self, program: bytes, knobs: protocol.Knobs | None = None) -> Outcome:
+        """Runs one program (its binary form), booting a VM first if there is
+        none. `knobs`: test-only driver knobs for the program's device files."""
         if self.vm is None:
             self.boot()
         life = self.life
         request = protocol.ExecRequest(
             self._next_id, program, protocol.EXEC_COVER if self.cfg.cover else 0,
-            self.cfg.op_timeout_ms, self.cfg.program_timeout_ms, self.cfg.cover_cap)
+            self.cfg.op_timeout_ms, self.cfg.program_timeout_ms, self.cfg.cover_cap, knobs)
         self._next_id += 1
         timeout = (self.cfg.program_timeout_ms / 1000 + EXECUTOR_KILL_GRACE
                    + self.cfg.result_slack)
         start = time.monotonic()
-        result, lost = None, ""
+        window_start = self._console_seen
+        result, lost, kind = None, "", ""
         try:
             result = self.vm.execute(request, timeout)
         except TimeoutError:
-            lost = f"no result within {timeout:.0f} s"
+            lost, kind = f"no result within {timeout:.0f} s", console.NO_OUTPUT
         except SvmfuzzError as e:
             lost = str(e).splitlines()[0]
+            kind = console.EXECUTOR_LOST if self.vm.alive() else console.VM_LOST
         life.programs += 1
-        outcome = Outcome(request.id, result, life, lost, self._new_kernel_reports(),
-                          time.monotonic() - start)
         if lost:
             self._end_life(lost)
-        elif outcome.kernel_reports:
-            # Lockdep and KASAN say their first report only, and a WARN may
-            # have left state behind: the next program gets a fresh kernel.
-            self._end_life(f"kernel: {outcome.kernel_reports[0].strip()}")
-        elif result.status == protocol.Status.STUCK:
+        window = self._read_console(window_start, whole=bool(lost))
+        if lost and EXECUTOR_EXITED in window:
+            kind = console.EXECUTOR_LOST  # the guest powered off because it had gone
+        findings = judge(result, window, kind, lost)
+        kernel = [f for f in findings if f.category not in DRIVER_CATEGORIES]
+        if not lost and kernel:
+            self._end_life(f"kernel: {kernel[0].title}")
+            # The rest of a report the kernel was still printing belongs to it.
+            window = self._read_console(window_start, whole=True)
+            findings = judge(result, window)
+        elif result is not None and result.status == protocol.Status.STUCK:
             self._end_life(f"program {request.id} left a task in state {chr(result.detail)}")
-        return outcome
+        return Outcome(request.id, result, life, lost, findings, time.monotonic() - start)
 
     def ping(self) -> float:
         if self.vm is None:
@@ -150,17 +163,19 @@ class Runner:
                 pass
         self._end_life("")
 
-    def _new_kernel_reports(self) -> list[str]:
+    def _read_console(self, start: int, whole: bool) -> str:
+        """This life's console from `start`: whole lines only while the life
+        goes on (a line still being printed is the next program's), all of it
+        once the life has ended."""
         try:
-            with open(self.vm.console_log, "rb") as f:
-                f.seek(self._console_seen)
+            with open(self.life.console_log, "rb") as f:
+                f.seek(start)
                 text = f.read()
         except OSError:
-            return []
-        # Only whole lines: a report still being printed is read next time.
-        cut = text.rfind(b"\n") + 1
-        self._console_seen += cut
-        return kernel_trouble(text[:cut].decode(errors="replace"))
+            return ""
+        cut = len(text) if whole else text.rfind(b"\n") + 1
+        self._console_seen = start + cut
+        return text[:cut].decode(errors="replace")
 
     def _end_life(self, why: str) -> None:
         if self.vm is None:
@@ -188,24 +203,19 @@ def encode_programs(paths: list[Path], svmprog: Path) -> list[bytes]:
         return [(Path(out) / f"{p.stem}.bin").read_bytes() for p in paths]
 
 
-def op_names(svmprog: Path) -> list[str]:
-    """Op names in opcode order, from `svmprog ops`."""
-    done = subprocess.run([str(svmprog), "ops"], capture_output=True, text=True, check=True)
-    return [line.split()[0] for line in done.stdout.splitlines() if line and not line[0].isspace()]
-
-
-def describe(outcome: Outcome, names: list[str]) -> list[str]:
+def describe(outcome: Outcome) -> list[str]:
     """Lines for a person: the outcome, then one per op that ran."""
     lines = [f"program {outcome.id}: {outcome.title()} ({outcome.seconds * 1000:.1f} ms, "
              f"life {outcome.life.index})"]
     r = outcome.result
     if r is None:
+        lines += [f"  finding: {f.title}" for f in outcome.findings]
         lines.append(f"  console: {outcome.life.console_log}")
         return lines
     for i, op in enumerate(r.ops):
         if not op.flags & protocol.OpFlag.STARTED:
             continue
-        name = names[op.code] if op.code < len(names) else f"op{op.code}"
+        name = protocol.op_name(op.code)
         flags = "|".join(f.name.lower() for f in protocol.OpFlag
                          if op.flags & f and f not in (protocol.OpFlag.STARTED,
                                                        protocol.OpFlag.DONE))
@@ -216,8 +226,8 @@ def describe(outcome: Outcome, names: list[str]) -> list[str]:
         lines.append(f"  MISMATCH after {where}: buf={m.buffer} page={m.page} "
                      f"byte={m.offset} expected {m.expected:#04x} found {m.actual:#04x}")
     lines.append(f"  coverage: {len(r.cover)} PCs, {len(r.remote_cover)} remote PCs")
-    for line in outcome.kernel_reports:
-        lines.append(f"  kernel: {line.strip()}")
+    for f in outcome.findings:
+        lines.append(f"  finding: {f.title}")
     return lines
 
 
@@ -228,7 +238,6 @@ def run_command(args, log) -> int:
     svmprog = build / "fuzz" / "program" / "svmprog"
     paths = [Path(p) for p in args.programs]
     programs = encode_programs(paths, svmprog)
-    names = op_names(svmprog)
     cfg = RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout,
                        op_timeout_ms=args.op_timeout_ms,
                        program_timeout_ms=args.program_timeout_ms)
@@ -241,11 +250,9 @@ def run_command(args, log) -> int:
             start = time.monotonic()
             outcomes = [runner.run(program) for _ in range(args.repeat)]
             seconds = time.monotonic() - start
-            for line in describe(outcomes[-1], names):
+            for line in describe(outcomes[-1]):
                 log(line)
-            bad = [o for o in outcomes
-                   if o.lost or o.kernel_reports or o.result.mismatches
-                   or o.result.status not in (protocol.Status.OK,)]
+            bad = [o for o in outcomes if o.findings or o.result.status != protocol.Status.OK]
             failed |= bool(bad)
             log(f"run: {path.name}: {args.repeat} run(s), {args.repeat / seconds:.1f} programs/s, "
                 f"{len(bad)} not ok")

@@ -77,6 +77,7 @@ class Vm:
         # Unix socket paths are short; keep them out of a possibly deep workdir.
         self._sockdir = Path(tempfile.mkdtemp(prefix="svmfuzz-"))
         self.exec_sock = self._sockdir / "exec.sock"
+        self.qmp_sock = self._sockdir / "qmp.sock"
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self._conn: socket.socket | None = None
@@ -100,7 +101,8 @@ class Vm:
                 "-append", " ".join(append),
                 "-device", "virtio-serial-pci,id=vser0",
                 "-chardev", f"socket,id=exec,path={self.exec_sock},server=on,wait=off",
-                "-device", f"virtserialport,bus=vser0.0,chardev=exec,name={EXECUTOR_PORT}"]
+                "-device", f"virtserialport,bus=vser0.0,chardev=exec,name={EXECUTOR_PORT}",
+                "-qmp", f"unix:{self.qmp_sock},server=on,wait=off"]
         if c.accel == "kvm":
             argv += ["-cpu", "host"]
         for i in range(c.devices):
@@ -217,6 +219,30 @@ class Vm:
             raise SvmfuzzError(f"{self.cfg.name}: result for program {result.id}, "
                                f"expected {request.id}")
         return result
+
+    def qmp(self, command: str, **arguments) -> object:
+        """Runs one QEMU monitor (QMP) command and returns what it returned,
+        e.g. qmp("send-key", keys=[...]) to press keys on the guest's keyboard."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(str(self.qmp_sock))
+            f = s.makefile("rwb")
+            f.readline()  # the greeting
+            for request in ({"execute": "qmp_capabilities"},
+                            {"execute": command, "arguments": arguments}):
+                f.write(json.dumps(request).encode() + b"\n")
+                f.flush()
+                while True:
+                    line = f.readline()
+                    if not line:
+                        raise SvmfuzzError(f"{self.cfg.name}: QEMU closed its monitor")
+                    reply = json.loads(line)
+                    if "error" in reply:
+                        raise SvmfuzzError(f"{self.cfg.name}: QMP {command}: "
+                                           f"{reply['error'].get('desc', reply['error'])}")
+                    if "return" in reply:  # anything else is an event
+                        break
+            return reply["return"]
 
     def poweroff(self, timeout: float = 60) -> None:
         self.send(protocol.Msg.POWEROFF)

@@ -10,7 +10,7 @@ from svmfuzz import protocol, vm
 from svmfuzz.errors import SvmfuzzError
 
 # Stands in for qemu-system-x86_64: serves the executor port the way the
-# guest's executor does (protocol v2), and writes a console log. A program's
+# guest's executor does (protocol.py), and writes a console log. A program's
 # first byte picks what the "guest" does with it (see runner_test.py).
 FAKE_QEMU = textwrap.dedent("""\
     #!{python}

@@ -1,0 +1,179 @@
+"""Each oracle fires in the real guest on a real trigger, with the title a
+kernel developer would expect, and stays silent on the same program without
+it. The triggers are the driver's test-only knobs (ExecRequest.knobs) and the
+host taking the executor or the VM away.
+
+The cases share VM lives: the driver's oracles leave the kernel fit for the
+next program, so they run in one life; a kernel report, a lost executor and a
+lost VM each end theirs, and go last in that order.
+"""
+
+import contextlib
+import threading
+from pathlib import Path
+
+import pytest
+
+from svmfuzz import protocol, runner, vm
+from svmfuzz.errors import SvmfuzzError
+from svmfuzz.oracles import console
+from svmfuzz.paths import build_dir
+
+pytestmark = pytest.mark.vm
+
+PROGRAMS = {
+    # The mirror loop of the driver: fault in, map, commit.
+    "mirror": """
+        mmap buf=0 pages=4 kind=anon prot=rw
+        write buf=0 off=0 pages=4 seed=1
+        mirror buf=0 off=0 pages=4 write=no
+    """,
+    # A mirrored range unmapped: a notifier start and end on the mm.
+    "unmap": """
+        mmap buf=0 pages=4 kind=anon prot=rw
+        write buf=0 off=0 pages=4 seed=1
+        mirror buf=0 off=0 pages=4 write=no
+        munmap buf=0 off=0 pages=4
+    """,
+    # Copy-on-write in the parent while a child keeps the old pages: the
+    # device must read what the parent wrote, not the pages it mapped before.
+    "cow": """
+        mmap buf=0 pages=4 kind=anon prot=rw
+        write buf=0 off=0 pages=4 seed=1
+        mirror buf=0 off=0 pages=4 write=no
+        fork wait=no {
+          sleep us=1000000
+        }
+        write buf=0 off=0 pages=4 seed=2
+        dev_read buf=0 off=0 pages=4
+    """,
+    # A device read of a page it has not mapped: one device fault.
+    "fault": """
+        mmap buf=0 pages=1 kind=anon prot=rw
+        write buf=0 off=0 pages=1 seed=1
+        dev_read buf=0 off=0 pages=1
+    """,
+    "sleep": """
+        sleep us=1000000
+        sleep us=1000000
+        sleep us=1000000
+    """,
+}
+# The kernel's hung-task detector, quick enough to see a worker the
+# fault_delay_ms knob keeps asleep for 10 s.
+APPEND = ["sysctl.kernel.hung_task_timeout_secs=3"]
+# The per-op bound: past the 10 s fault delay, so the program waits for the
+# hung-task report. The livelock case uses a short one.
+OP_TIMEOUT_MS = 15000
+LIVELOCK_OP_TIMEOUT_MS = 3000
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory) -> dict[str, bytes]:
+    svmprog = build_dir() / "fuzz" / "program" / "svmprog"
+    if not svmprog.is_file():
+        pytest.skip(f"no {svmprog}: build it (cmake --build <build> --target svmprog)")
+    d = tmp_path_factory.mktemp("programs")
+    paths = []
+    for name, text in PROGRAMS.items():
+        paths.append(d / f"{name}.svmp")
+        paths[-1].write_text("\n".join(line.strip() for line in text.strip().splitlines()) + "\n")
+    return dict(zip(PROGRAMS, runner.encode_programs(paths, svmprog)))
+
+
+@pytest.fixture(scope="module")
+def guest():
+    try:
+        artifacts = vm.Artifacts.from_build(build_dir())
+    except SvmfuzzError as e:
+        pytest.skip(str(e))
+    cfg = runner.RunnerConfig(
+        vm.VmConfig(artifacts, build_dir() / "vm" / "oracle_vm_test", accel="tcg",
+                    extra_append=APPEND),
+        op_timeout_ms=OP_TIMEOUT_MS)
+    with runner.Runner(cfg, print) as r:
+        yield r
+
+
+@contextlib.contextmanager
+def op_timeout(r: runner.Runner, ms: int):
+    saved, r.cfg.op_timeout_ms = r.cfg.op_timeout_ms, ms
+    try:
+        yield
+    finally:
+        r.cfg.op_timeout_ms = saved
+
+
+def clean(outcome: runner.Outcome) -> runner.Outcome:
+    assert outcome.result is not None, outcome.lost
+    assert outcome.findings == [] and outcome.result.status == protocol.Status.OK, \
+        runner.describe(outcome)
+    return outcome
+
+
+def titles(outcome: runner.Outcome) -> list[str]:
+    return [f.title for f in outcome.findings]
+
+
+def test_livelock(guest, programs):
+    with op_timeout(guest, LIVELOCK_OP_TIMEOUT_MS):
+        clean(guest.run(programs["mirror"]))
+        o = guest.run(programs["mirror"], protocol.Knobs(break_livelock=1))
+    assert titles(o) == ["livelock in svmdev_range_fault"], runner.describe(o)
+    # The watchdog's own evidence: the mirror op over its bound, retries rising.
+    assert o.result.status == protocol.Status.HUNG and o.result.detail == 2
+    assert o.result.watchdog_deltas[protocol.Drv.READ_RETRY] > 0
+
+
+def test_unbalanced_notifier(guest, programs):
+    clean(guest.run(programs["unmap"]))
+    o = guest.run(programs["unmap"], protocol.Knobs(break_imbalance=1))
+    assert titles(o) == ["unbalanced mmu_notifier start/end in check"], runner.describe(o)
+    c = o.result.counters
+    assert c[protocol.BALANCED] == 0 and c[protocol.MN_STARTS] == c[protocol.MN_ENDS] + 1
+
+
+def test_data_corruption(guest, programs):
+    clean(guest.run(programs["cow"]))
+    o = guest.run(programs["cow"], protocol.Knobs(break_skip_invalidate=1000))
+    assert titles(o) == ["data corruption in dev_read"], runner.describe(o)
+    assert {m.op for m in o.result.mismatches} == {6}
+
+
+def test_console(guest, programs):
+    clean(guest.run(programs["fault"]))
+    life = guest.life
+    o = guest.run(programs["fault"], protocol.Knobs(fault_delay_ms=10000))
+    assert o.findings and o.findings[0].category == "hang", runner.describe(o)
+    assert o.title().startswith("INFO: task hung in"), o.title()
+    assert "svmdev_fault_work" in o.findings[0].report
+    # A kernel report ends the life: the next program gets a fresh kernel.
+    assert life.end == f"kernel: {o.title()}"
+
+
+def lose_during(r: runner.Runner, program: bytes, how) -> runner.Outcome:
+    """Runs `program` and does `how(vm)` a second into it."""
+    timer = threading.Timer(1.0, how, [r.vm])
+    timer.start()
+    try:
+        return r.run(program)
+    finally:
+        timer.cancel()
+
+
+def test_executor_lost(guest, programs):
+    clean(guest.run(programs["sleep"]))
+    # SysRq-i kills every task but init: the executor goes, the kernel stays.
+    o = lose_during(guest, programs["sleep"], lambda v: v.qmp(
+        "send-key", keys=[{"type": "qcode", "data": k} for k in ("alt", "sysrq", "i")]))
+    assert o.result is None and titles(o) == ["executor lost"], runner.describe(o)
+    assert o.findings[0].category == "lost" and runner.EXECUTOR_EXITED in o.findings[0].report
+
+
+def test_vm_lost(guest, programs):
+    clean(guest.run(programs["sleep"]))
+    o = lose_during(guest, programs["sleep"], lambda v: v.proc.kill())
+    assert o.result is None and titles(o) == ["lost connection to test machine"], \
+        runner.describe(o)
+    assert "QEMU exited (-9)" in o.lost
+    assert Path(o.life.console_log).is_file()

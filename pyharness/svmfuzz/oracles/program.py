@@ -1,0 +1,124 @@
+"""The oracles of one program's run, each giving findings with kernel-style titles.
+
+judge() puts together what the executor returned and what the kernel printed
+while the program ran:
+
+- console: every kernel report of the program's console window (console.parse),
+  the driver's own "livelock suspected" and "unbalanced" lines included;
+- livelock: the watchdog found the program past a deadline while the driver's
+  retry counters were still rising: "livelock in <loop>";
+- unbalanced notifier: the driver's balance check after the program
+  (SVMDEV_IOC_CHECK) says a start is outstanding:
+  "unbalanced mmu_notifier start/end in check";
+- data corruption: a shadow check found a byte that is not what the program's
+  ops left there: "data corruption in <op>" ("... at exit" for the check when
+  a process ends);
+- executor lost, VM lost, no output: the guest stopped answering
+  (console.host_finding; a kernel report in the console names it instead).
+
+A kernel report comes first: it explains the symptoms the other oracles see.
+Two oracles that see the same bug give it the same title (the driver's loop
+names, its "check"), and each title is reported once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from svmfuzz import protocol
+from svmfuzz.oracles import console
+from svmfuzz.oracles.console import Finding
+
+Drv = protocol.Drv
+
+# The driver's retry loops by the counter their retries raise, named as in the
+# driver's "livelock suspected in <loop>" line.
+RETRY_LOOPS = {
+    Drv.HMM_BUSY: "svmdev_range_fault",
+    Drv.READ_RETRY: "svmdev_range_fault",
+    Drv.EXCL_RETRY: "svmdev_exclusive",
+}
+# The driver names the place of a balance check; the executor's is SVMDEV_IOC_CHECK.
+BALANCE_CHECK = "check"
+# Findings after which the kernel still reports the next bug: the driver's own
+# oracles and the shadow. After any other report the next program deserves a
+# fresh kernel (lockdep and KASAN report once, a WARN may leave state behind).
+DRIVER_CATEGORIES = frozenset({"livelock", "notifier", "corruption"})
+_MAX_MISMATCH_LINES = 16
+
+
+def judge(result: protocol.ExecResult | None, window: str, lost: str = "",
+          detail: str = "") -> list[Finding]:
+    """Findings of one program, the primary first. `window` is the console the
+    kernel printed while it ran; `lost` the console.host_finding kind when the
+    guest stopped answering (result is None then), `detail` why."""
+    found = console.parse(window)
+    if result is None:
+        return _once(found) or [console.host_finding(lost, window, detail)]
+    return _once([*found, *_livelock(result), *_imbalance(result), *_corruption(result)])
+
+
+def _once(findings: list[Finding]) -> list[Finding]:
+    """The first finding of each title: a hung task reported every few
+    seconds, or a livelock both the driver and the watchdog saw, is one bug."""
+    titles = set()
+    out = []
+    for f in findings:
+        if f.title not in titles:
+            titles.add(f.title)
+            out.append(f)
+    return out
+
+
+def _finding(title: str, category: str, frame: str, report: list[str]) -> Finding:
+    return Finding(title=title, category=category, frame=frame, report="\n".join(report),
+                   signature=hashlib.sha256(title.encode()).hexdigest()[:16])
+
+
+def _where(result: protocol.ExecResult) -> str:
+    if result.status == protocol.Status.HUNG and 0 <= result.detail < len(result.ops):
+        return f"op {result.detail} ({protocol.op_name(result.ops[result.detail].code)})"
+    return "the program"
+
+
+def _livelock(result: protocol.ExecResult) -> list[Finding]:
+    rose = {c: result.watchdog_deltas[c] for c in RETRY_LOOPS
+            if c < len(result.watchdog_deltas) and result.watchdog_deltas[c]}
+    if not rose:
+        return []
+    loop = RETRY_LOOPS[max(rose, key=rose.get)]
+    counts = ", ".join(f"{c.name.lower()} +{n}" for c, n in rose.items())
+    return [_finding(f"livelock in {loop}", "livelock", loop,
+                     [f"{_where(result)} passed its deadline while the driver's retry counters "
+                      f"kept rising: {counts} in the watchdog's last look"])]
+
+
+def _imbalance(result: protocol.ExecResult) -> list[Finding]:
+    c = result.counters
+    if len(c) <= protocol.BALANCED or c[protocol.BALANCED]:
+        return []
+    return [_finding(f"unbalanced mmu_notifier start/end in {BALANCE_CHECK}", "notifier",
+                     BALANCE_CHECK,
+                     [f"the driver's balance check after the program: starts "
+                      f"{c[protocol.MN_STARTS]} ends {c[protocol.MN_ENDS]} "
+                      f"refused {c[protocol.MN_REFUSED]}"])]
+
+
+def _corruption(result: protocol.ExecResult) -> list[Finding]:
+    by_place: dict[str, list[protocol.Mismatch]] = {}
+    for m in result.mismatches:
+        if m.op == protocol.END_OF_PROCESS:
+            place = "at exit"
+        elif m.op < len(result.ops):
+            place = f"in {protocol.op_name(result.ops[m.op].code)}"
+        else:
+            place = f"in op {m.op}"
+        by_place.setdefault(place, []).append(m)
+    out = []
+    for place, found in by_place.items():
+        lines = [f"{'end of process' if m.op == protocol.END_OF_PROCESS else f'op {m.op}'}: "
+                 f"buf={m.buffer} page={m.page} byte={m.offset} expected {m.expected:#04x} "
+                 f"found {m.actual:#04x}" for m in found[:_MAX_MISMATCH_LINES]]
+        out.append(_finding(f"data corruption {place}", "corruption", place.split(" ", 1)[1],
+                            lines))
+    return out

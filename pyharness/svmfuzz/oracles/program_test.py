@@ -1,0 +1,101 @@
+from svmfuzz import protocol as p
+from svmfuzz.oracles import console
+from svmfuzz.oracles.program import judge
+
+F = p.OpFlag
+DONE = F.STARTED | F.DONE
+
+
+def result(**kw) -> p.ExecResult:
+    """mmap, write, mirror, dev_read; the driver's counters balanced."""
+    counters = [0] * (p.BALANCED + 1)
+    counters[p.MN_STARTS] = counters[p.MN_ENDS] = 3
+    counters[p.BALANCED] = 1
+    ops = [p.OpResult(code, 0, DONE, 0, 0, 1) for code in (0, 10, 12, 16)]
+    return p.ExecResult(1, p.Status.OK, ops=ops, **{"counters": counters, **kw})
+
+
+def deltas(**rose) -> list[int]:
+    out = [0] * len(p.Drv)
+    for name, n in rose.items():
+        out[p.Drv[name.upper()]] = n
+    return out
+
+
+LIVELOCK_LINE = ("[   40.1][ T100] svmdev: livelock suspected in svmdev_range_fault: 10000 iterations "
+                 "without progress (pid 100 svmfuzz-executo)\n")
+
+
+def test_a_clean_run_has_no_findings():
+    assert judge(result(), "[    1.0][ T1] svmdev 0000:00:03.0: svmdev interface 1.0\n") == []
+
+
+def test_retries_rising_past_a_deadline_are_a_livelock_named_after_the_loop():
+    r = result(watchdog_deltas=deltas(read_retry=1197, hmm_busy=3))
+    r.status, r.detail = p.Status.HUNG, 2
+    (f,) = judge(r, "")
+    assert f.title == "livelock in svmdev_range_fault" and f.category == "livelock"
+    assert "op 2 (mirror) passed its deadline" in f.report and "read_retry +1197" in f.report
+    r.watchdog_deltas = deltas(excl_retry=5)
+    assert [f.title for f in judge(r, "")] == ["livelock in svmdev_exclusive"]
+
+
+def test_a_deadline_without_rising_retries_is_no_livelock():
+    r = result(watchdog_deltas=deltas(faults=2, vram_free=0))
+    r.status, r.detail = p.Status.HUNG, 3
+    assert judge(r, "") == []
+
+
+def test_the_driver_and_the_watchdog_seeing_one_livelock_give_one_finding():
+    r = result(watchdog_deltas=deltas(read_retry=10))
+    r.status, r.detail = p.Status.HUNG, 2
+    (f,) = judge(r, LIVELOCK_LINE)
+    assert f.title == "livelock in svmdev_range_fault"
+    assert f.report.startswith("svmdev: livelock suspected")  # the driver's report explains more
+
+
+def test_an_outstanding_start_after_the_balance_check_is_unbalanced():
+    r = result()
+    r.counters[p.MN_STARTS] = 4
+    r.counters[p.BALANCED] = 0
+    (f,) = judge(r, "")
+    assert f.title == "unbalanced mmu_notifier start/end in check" and f.category == "notifier"
+    assert "starts 4 ends 3" in f.report
+    line = ("[   9.9][ T100] svmdev: unbalanced mmu_notifier start/end at check: mm 0000000012 "
+            "ctx 0 starts 4 ends 3 outstanding 1\n")
+    assert [f.title for f in judge(r, line)] == ["unbalanced mmu_notifier start/end in check"]
+    assert judge(result(counters=[]), "") == []  # the program never used the driver
+
+
+def test_shadow_mismatches_are_data_corruption_in_the_op_that_saw_them():
+    r = result(mismatches=[p.Mismatch(3, 0, 0, 0, 0x32, 0x38), p.Mismatch(3, 0, 0, 1, 0x2e, 0xb6),
+                           p.Mismatch(p.END_OF_PROCESS, 1, 7, 2, 0, 0xff)])
+    first, at_exit = judge(r, "")
+    assert first.title == "data corruption in dev_read" and first.category == "corruption"
+    assert first.report.count("\n") == 1 and "expected 0x32 found 0x38" in first.report
+    assert at_exit.title == "data corruption at exit" and "end of process" in at_exit.report
+
+
+def test_a_kernel_report_comes_first_and_repeats_once():
+    hung = ("[   20.0][   T30] INFO: task kworker/u8:1:32 blocked for more than {} seconds.\n"
+            "[   20.0][   T30] Call Trace:\n"
+            "[   20.0][   T30]  <TASK>\n"
+            "[   20.0][   T30]  __schedule+0x10/0x20\n"
+            "[   20.0][   T30]  msleep+0x10/0x20\n"
+            "[   20.0][   T30]  svmdev_fault_work+0x10/0x20 [svmdev]\n"
+            "[   20.0][   T30]  </TASK>\n")
+    r = result(mismatches=[p.Mismatch(3, 0, 0, 0, 1, 2)])
+    titles = [f.title for f in judge(r, hung.format(3) + hung.format(6))]
+    assert titles == ["INFO: task hung in msleep", "data corruption in dev_read"]
+
+
+def test_a_lost_guest_is_named_by_its_console_or_by_how_it_was_lost():
+    (f,) = judge(None, "svmfuzz-init: executor exited with status 137\n", console.EXECUTOR_LOST,
+                 "QEMU exited (0)")
+    assert f.title == "executor lost" and f.category == "lost" and "status 137" in f.report
+    (f,) = judge(None, "", console.VM_LOST, "QEMU exited (-9)")
+    assert f.title == "lost connection to test machine"
+    (f,) = judge(None, "", console.NO_OUTPUT, "no result within 55 s")
+    assert f.title == "no output from test machine"
+    (f,) = judge(None, "[  5.0][ T1] Kernel panic - not syncing: stack-protector\n", console.VM_LOST)
+    assert f.title.startswith("kernel panic")
