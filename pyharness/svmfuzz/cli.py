@@ -44,9 +44,13 @@ def _required_artifact(name: str, build: Path) -> Path:
 
 
 def _cmd_boot(args: argparse.Namespace) -> int:
-    from svmfuzz import vm
+    if args.shell:
+        from svmfuzz import vm
 
-    return vm.boot_command(args, log)
+        return vm.shell_command(args, log)
+    from svmfuzz import runner
+
+    return runner.boot_command(args, log)
 
 
 def _cmd_selftest(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ kernel printed while it ran, and what its result says.
 
 import dataclasses
 import subprocess
+import re
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from svmfuzz.errors import SvmfuzzError
 from svmfuzz.oracles import console
 from svmfuzz.oracles.console import Finding
 from svmfuzz.oracles.program import DRIVER_CATEGORIES, judge
-from svmfuzz.vm import Vm, VmConfig
+from svmfuzz.paths import REPO_ROOT
+from svmfuzz.vm import Vm, VmConfig, config_from_args
 
 # A killed program may take this long to die before the executor gives up on
 # it (Supervisor::kKillGraceMs), and answering takes a little more.
@@ -232,8 +234,6 @@ def describe(outcome: Outcome) -> list[str]:
 
 
 def run_command(args, log) -> int:
-    from svmfuzz.vm import config_from_args
-
     build = Path(args.build_dir)
     svmprog = build / "fuzz" / "program" / "svmprog"
     paths = [Path(p) for p in args.programs]
@@ -257,3 +257,35 @@ def run_command(args, log) -> int:
             log(f"run: {path.name}: {args.repeat} run(s), {args.repeat / seconds:.1f} programs/s, "
                 f"{len(bad)} not ok")
     return 1 if failed else 0
+
+
+SMOKE_PROGRAM = REPO_ROOT / "corpus" / "programs" / "boot_smoke.svmp"
+DEVICE_BOUND = re.compile(r"svmdev \S+: svmdev interface \d+\.\d+")
+
+
+def boot_command(args, log) -> int:
+    """Boots the guest to a ready executor, checks the driver bound every
+    svmdev, and exercises the device once with the smoke program."""
+    build = Path(args.build_dir)
+    (program,) = encode_programs([SMOKE_PROGRAM], build / "fuzz" / "program" / "svmprog")
+    cfg = RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout)
+    with Runner(cfg, log) as runner:
+        life = runner.boot()
+        log(f"boot: executor ready in {life.boot_seconds:.1f} s ({cfg.vm.accel}, "
+            f"{cfg.vm.cpus} vCPUs, {cfg.vm.memory}, {cfg.vm.devices} svmdev device(s))")
+        rtt = min(runner.ping() for _ in range(20))
+        log(f"boot: host<->executor round trip {rtt * 1000:.2f} ms (best of 20)")
+        outcome = runner.run(program)
+        for line in describe(outcome):
+            log(line)
+    bound = len(DEVICE_BOUND.findall(life.console_log.read_text(errors="replace")))
+    log(f"boot: guest driver bound {bound} of {cfg.vm.devices} svmdev device(s)")
+    failed_ops = [] if outcome.result is None else [
+        op for op in outcome.result.ops if op.err or not op.flags & protocol.OpFlag.DONE]
+    for f in outcome.findings:
+        log(f"boot: finding: {f.title}")
+    if bound != cfg.vm.devices or outcome.findings or outcome.result is None or failed_ops:
+        log(f"boot: FAILED ({len(failed_ops)} smoke op(s) failed; console {life.console_log})")
+        return 1
+    log("boot: ok")
+    return 0

@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from svmfuzz.errors import SvmfuzzError
-from svmfuzz.vm import Vm, config_from_args, kernel_trouble
+from svmfuzz.oracles import console as console_oracle
+from svmfuzz.vm import Vm, config_from_args
 
 BEGIN = "svmfuzz-hmm-tests: begin"
 END = re.compile(r"svmfuzz-hmm-tests: end rc=(\d+)")
@@ -135,7 +136,7 @@ def command(args, log) -> int:
     report = parse_console(console)
     doc = report.to_json()
     doc["seconds"] = round(seconds, 1)
-    doc["kernel_trouble"] = kernel_trouble(console)
+    doc["kernel_reports"] = [f.title for f in console_oracle.parse(console)]
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(doc, indent=2) + "\n")
     c = report.counts()
@@ -144,13 +145,13 @@ def command(args, log) -> int:
     for t in report.tests:
         if t.status != "pass":
             log(f"  {t.status:4} {t.name}: {t.reason}")
-    for line in doc["kernel_trouble"]:
-        log(f"selftest: kernel reported: {line.strip()}")
+    for title in doc["kernel_reports"]:
+        log(f"selftest: kernel reported: {title}")
     if args.expect:
         problems = compare(report, load_expectations(Path(args.expect)))
         for p in problems:
             log(f"selftest: unexpected: {p}")
-        if problems or doc["kernel_trouble"]:
+        if problems or doc["kernel_reports"]:
             return 1
         log("selftest: results match the expectations")
     return 0

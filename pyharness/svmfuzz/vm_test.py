@@ -152,13 +152,6 @@ def test_executor_of_another_protocol_version_is_refused(artifacts, tmp_path, mo
             v.wait_ready(20)
 
 
-def test_kernel_trouble_lines():
-    console = ("ok line\n[  1.0] WARNING: CPU: 0 PID: 1 at mm/x.c:1 f\n"
-               "BUG: KASAN: use-after-free in foo\nINFO: task a:1 blocked for more than 30 s\n")
-    assert len(vm.kernel_trouble(console)) == 3
-    assert vm.kernel_trouble("svmdev interface 1.0\n") == []
-
-
 def test_auto_accel_without_kvm_is_tcg(artifacts, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "access", lambda *a: False)
     logs = []
