@@ -16,6 +16,8 @@ from svmfuzz.oracles import console as console_oracle
 from svmfuzz.vm import Vm, config_from_args
 
 BEGIN = "svmfuzz-hmm-tests: begin"
+LEAK_CHECK_DONE = "svmfuzz-hmm-tests: leak check done"
+RMMOD_FAILED = re.compile(r"svmfuzz-init: rmmod (\S+) failed")
 END = re.compile(r"svmfuzz-hmm-tests: end rc=(\d+)")
 RESULT = re.compile(r"^(not ok|ok) (\d+) (\S+)(?:\s+#\s*(SKIP|XFAIL|TODO)\b\s*(.*))?")
 RUN = re.compile(r"^#\s+RUN\s+(\S+)")
@@ -147,8 +149,13 @@ def command(args, log) -> int:
             log(f"  {t.status:4} {t.name}: {t.reason}")
     for title in doc["kernel_reports"]:
         log(f"selftest: kernel reported: {title}")
+    unload = [f"{m} did not unload" for m in RMMOD_FAILED.findall(console)]
+    if LEAK_CHECK_DONE not in console:
+        unload.append("the guest stopped before its unload and leak check")
+    for p in unload:
+        log(f"selftest: {p}")
     if args.expect:
-        problems = compare(report, load_expectations(Path(args.expect)))
+        problems = compare(report, load_expectations(Path(args.expect))) + unload
         for p in problems:
             log(f"selftest: unexpected: {p}")
         if problems or doc["kernel_reports"]:
