@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -54,7 +55,51 @@ int Access(int fd, uint64_t addr, uint64_t kind, uint64_t size, uint64_t value, 
   return a.status == 0 ? 0 : EIO;
 }
 
+// A device action's result: the device's value, or EIO with the device's
+// status; unsupported when the host cannot reach the device.
+Outcome FromReply(const proto::DeviceReply& reply) {
+  if (reply.status == proto::kDeviceUnavailable) return Unsupported();
+  Outcome out;
+  if (reply.status != 0) {
+    out.err = EIO;
+    out.ret = reply.status;
+  } else {
+    out.ret = static_cast<int64_t>(reply.value);
+  }
+  return out;
+}
+
+proto::DeviceRequest Request(OpCode code, uint8_t device, uint16_t ctx, uint64_t va,
+                             uint64_t arg0, uint64_t arg1) {
+  proto::DeviceRequest r;
+  r.op = static_cast<uint8_t>(code);
+  r.device = device;
+  r.ctx = ctx;
+  r.va = va;
+  r.arg0 = arg0;
+  r.arg1 = arg1;
+  return r;
+}
+
 }  // namespace
+
+proto::DeviceReply HostCaller::Call(const proto::DeviceRequest& request) const {
+  proto::DeviceReply reply;
+  reply.status = proto::kDeviceUnavailable;
+  if (fd_ < 0) return reply;
+  const std::vector<uint8_t> out = proto::Encode(request);
+  std::vector<uint8_t> in(64);
+  pthread_mutex_lock(mu_);
+  ssize_t n = send(fd_, out.data(), out.size(), MSG_NOSIGNAL);
+  if (n == static_cast<ssize_t>(out.size())) {
+    while ((n = recv(fd_, in.data(), in.size(), 0)) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_mutex_unlock(mu_);
+  in.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  if (!proto::Decode(in, &reply)) reply.status = proto::kDeviceUnavailable;
+  return reply;
+}
 
 bool HaveDriver() { return access(kDevicePath, F_OK) == 0; }
 
@@ -73,6 +118,8 @@ int Device::Fd() {
   svmdev_bind bind = {};
   bind.personality = SVMDEV_PERS_NONE;
   int err = ioctl(fd, SVMDEV_IOC_BIND, &bind) != 0 ? errno : 0;
+  ctx_ = static_cast<uint16_t>(bind.ctx);
+  index_ = static_cast<uint8_t>(bind.device);
   if (err == 0 && !knobs_.empty()) err = ApplyKnobs(fd);
   if (err != 0) {
     close(fd);
@@ -144,14 +191,15 @@ bool IsDriverOp(OpCode code) {
   }
 }
 
-Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device,
+Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCaller& host,
                     std::vector<PageMismatch>* bad) {
   switch (op.code) {
-    case OpCode::kFaultStorm:
+    // Device-wide: no context, so no need to bind. The executor's device is
+    // /dev/svmdev0.
     case OpCode::kDelayAcks:
     case OpCode::kDropAcks:
     case OpCode::kFailDma:
-      return Unsupported();  // the device's host control channel
+      return FromReply(host.Call(Request(op.code, 0, 0, 0, op.args[0], 0)));
     default:
       break;
   }
@@ -222,23 +270,39 @@ Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device,
                               },
                               bad);
     case OpCode::kDeviceAccess: {
-      // buf, page, word, access: one 64-bit access. An atomic add on word 0
-      // is what the shadow follows; a write or another word makes it unknown.
+      // buf, page, word, access: the device accesses one 64-bit word on its
+      // own, in this file's context (a write stores 1, an atomic adds 1). An
+      // atomic add on word 0 is what the shadow follows; a write or another
+      // word makes it unknown.
       const uint64_t word = a[2], kind = a[3];
-      const auto access = [&](uint8_t* addr, uint64_t, uint8_t*) {
-        return Access(fd, Addr(addr) + word * 8, kind, 8, 1, nullptr);
+      const auto access = [&](uint8_t* addr) {
+        return FromReply(host.Call(Request(op.code, device->index(), device->ctx(),
+                                           Addr(addr) + word * 8, kind, 0)));
       };
-      if (kind == SVMDEV_UACC_READ) {
-        return buffers->OnRange(a[0], a[1], 1, [&](uint8_t* addr, uint64_t) {
-          Outcome out;
-          out.err = access(addr, 0, nullptr);
-          return out;
-        });
-      }
+      if (kind == SVMDEV_UACC_READ)
+        return buffers->OnRange(a[0], a[1], 1, [&](uint8_t* addr, uint64_t) { return access(addr); });
       const Effect effect = kind == SVMDEV_UACC_ATOMIC && word == 0 ? Effect::kAdd
                                                                     : Effect::kClobber;
-      return buffers->OnPages(a[0], a[1], 1, effect, 0, access, bad);
+      Outcome done;
+      Outcome out = buffers->OnPages(a[0], a[1], 1, effect, 0,
+                                     [&](uint8_t* addr, uint64_t, uint8_t*) {
+                                       done = access(addr);
+                                       return done.err;
+                                     },
+                                     bad);
+      if (out.err == done.err) {
+        out.ret = done.ret;
+        out.flags |= done.flags;
+      }
+      return out;
     }
+    case OpCode::kFaultStorm:
+      // buf, off, pages, count: the device's accesses spread over the mapped
+      // part of the range, each stalling on a fault the driver must serve.
+      return buffers->OnRange(a[0], a[1], a[2], [&](uint8_t* addr, uint64_t pages) {
+        return FromReply(host.Call(Request(op.code, device->index(), device->ctx(), Addr(addr),
+                                           pages, a[3])));
+      });
     case OpCode::kDriverFailAlloc:
     case OpCode::kDriverFailCopy: {
       Outcome out;

@@ -1,9 +1,12 @@
 // Ops that go through the svmdev driver: /dev/svmdev0 ioctls of
-// guest-driver/uapi/svmdev_uapi.h. Device actions that need the device's
-// host control channel (fault storms, delayed or dropped acks, DMA failure)
-// report "unsupported" until that channel exists.
+// guest-driver/uapi/svmdev_uapi.h. Device actions (a device-initiated
+// access, fault storms, delayed or dropped acks, DMA failure) are the
+// device's own doing: the host performs them through the device's control
+// channel, asked with a DEVICE message.
 #ifndef SVMFUZZ_EXECUTOR_DRIVER_OPS_H_
 #define SVMFUZZ_EXECUTOR_DRIVER_OPS_H_
+
+#include <pthread.h>
 
 #include <cstdint>
 #include <functional>
@@ -11,6 +14,7 @@
 #include <vector>
 
 #include "executor/buffers.h"
+#include "executor/protocol.h"
 #include "program/program.h"
 
 namespace svmfuzz {
@@ -32,6 +36,10 @@ class Device {
 
   // The bound file, or -errno.
   int Fd();
+  // What the bind returned: the device context of this file's address space
+  // and the N of /dev/svmdevN. Valid once Fd() succeeded.
+  uint16_t ctx() const { return ctx_; }
+  uint8_t index() const { return index_; }
   // Sets one of the driver's injection knobs of this file, keeping the others.
   int SetKnob(uint64_t fail_vram_alloc, uint64_t fail_copy);
   // The device's, driver's and this file's counters (layout in PROTOCOL.md)
@@ -45,8 +53,25 @@ class Device {
 
   std::mutex mu_;
   int fd_ = -1;
+  uint16_t ctx_ = 0;
+  uint8_t index_ = 0;
   std::vector<uint64_t> knobs_;  // svmdev_knobs fields in order
   std::function<void(int)> on_open_;
+};
+
+// A program's way to the host: requests go over `fd` to the supervisor,
+// which relays them on the port. One request at a time across the
+// program's threads and processes (`mu` is process-shared), so each reply
+// reaches the one who asked.
+class HostCaller {
+ public:
+  HostCaller(int fd, pthread_mutex_t* mu) : fd_(fd), mu_(mu) {}
+  // The host's reply; status proto::kDeviceUnavailable if there is none.
+  proto::DeviceReply Call(const proto::DeviceRequest& request) const;
+
+ private:
+  int fd_;
+  pthread_mutex_t* mu_;
 };
 
 // The driver counters (drv[], SVMDEV_CTR_*) through a device file, or empty.
@@ -54,7 +79,7 @@ std::vector<uint64_t> DriverCounters(int fd);
 
 // True for driver ops, device actions and driver fault injection.
 bool IsDriverOp(OpCode code);
-Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device,
+Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCaller& host,
                     std::vector<PageMismatch>* bad);
 
 }  // namespace svmfuzz

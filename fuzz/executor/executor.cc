@@ -1,5 +1,5 @@
 // svmfuzz-executor: runs in the guest and executes programs for the host,
-// which talks to it over the virtio-serial port "svmfuzz.exec" (protocol v2,
+// which talks to it over the virtio-serial port "svmfuzz.exec" (the protocol of
 // PROTOCOL.md). It powers the guest off when the host asks.
 //
 //   svmfuzz-executor            the guest's executor

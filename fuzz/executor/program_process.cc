@@ -39,6 +39,12 @@ void SharedRun::Reset(size_t num_ops) {
   num_counters = 0;
   device_pid = 0;
   device_fd = -1;
+  // Fresh each run: a program killed mid-request may have left it held.
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutex_init(&host_mu, &attr);
+  pthread_mutexattr_destroy(&attr);
 }
 
 namespace {
@@ -81,6 +87,7 @@ class Process {
         shared_(shared),
         config_(config),
         buffers_(buffers),
+        host_(config.host_fd, &shared->host_mu),
         device_(config.knobs, [shared](int fd) {
           int32_t none = 0;
           if (shared->device_pid.compare_exchange_strong(none, getpid())) shared->device_fd = fd;
@@ -258,7 +265,7 @@ class Process {
         sched_yield();
         return out;
       default:
-        if (IsDriverOp(op.code)) return RunDriverOp(op, buffers_, &device_, bad);
+        if (IsDriverOp(op.code)) return RunDriverOp(op, buffers_, &device_, host_, bad);
         return Unsupported();
     }
   }
@@ -332,6 +339,7 @@ class Process {
   SharedRun* shared_;
   RunConfig config_;
   Buffers* buffers_;
+  HostCaller host_;
   Device device_;
   std::vector<Planned> main_;
   std::vector<Life> lives_;

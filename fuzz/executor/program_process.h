@@ -5,6 +5,8 @@
 #ifndef SVMFUZZ_EXECUTOR_PROGRAM_PROCESS_H_
 #define SVMFUZZ_EXECUTOR_PROGRAM_PROCESS_H_
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cstdint>
 #include <vector>
@@ -41,6 +43,8 @@ struct SharedRun {
   // counters through while the program is stuck in the driver; pid 0: none.
   std::atomic<int32_t> device_pid;
   std::atomic<int32_t> device_fd;
+  // Held around each request to the host (HostCaller), across processes.
+  pthread_mutex_t host_mu;
 
   void Reset(size_t num_ops);
 };
@@ -50,6 +54,7 @@ struct RunConfig {
   uint64_t remote_handle = 0;
   uintptr_t buffer_base = 0;
   std::vector<uint64_t> knobs;  // ExecRequest.knobs, for every device file
+  int host_fd = -1;             // the program's end of the supervisor's relay to the host
 };
 
 uint64_t MonotonicNs();

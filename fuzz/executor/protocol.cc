@@ -200,6 +200,46 @@ bool Decode(const std::vector<uint8_t>& payload, ExecResult* m) {
   return r.done();
 }
 
+std::vector<uint8_t> Encode(const DeviceRequest& m) {
+  Writer w;
+  w.U32(m.seq);
+  w.U8(m.op);
+  w.U8(m.device);
+  w.U16(m.ctx);
+  w.U64(m.va);
+  w.U64(m.arg0);
+  w.U64(m.arg1);
+  return w.Take();
+}
+
+bool Decode(const std::vector<uint8_t>& payload, DeviceRequest* m) {
+  Reader r(payload);
+  m->seq = r.U32();
+  m->op = r.U8();
+  m->device = r.U8();
+  m->ctx = r.U16();
+  m->va = r.U64();
+  m->arg0 = r.U64();
+  m->arg1 = r.U64();
+  return r.done();
+}
+
+std::vector<uint8_t> Encode(const DeviceReply& m) {
+  Writer w;
+  w.U32(m.seq);
+  w.U32(m.status);
+  w.U64(m.value);
+  return w.Take();
+}
+
+bool Decode(const std::vector<uint8_t>& payload, DeviceReply* m) {
+  Reader r(payload);
+  m->seq = r.U32();
+  m->status = r.U32();
+  m->value = r.U64();
+  return r.done();
+}
+
 void FrameReader::Feed(const uint8_t* data, size_t size) {
   // Drop consumed bytes before growing, so the buffer stays one frame long.
   if (pos_ > 0 && pos_ == buf_.size()) {

@@ -1,4 +1,4 @@
-// Protocol v2 between the host and the in-guest executor (see PROTOCOL.md):
+// Protocol v4 between the host and the in-guest executor (see PROTOCOL.md):
 // length-prefixed binary frames over the virtio-serial port, all integers
 // little-endian. This header is the only definition on the C++ side; the
 // Python side (pyharness/svmfuzz/protocol.py) mirrors it and both are tested
@@ -13,7 +13,7 @@
 
 namespace svmfuzz::proto {
 
-inline constexpr uint32_t kVersion = 3;
+inline constexpr uint32_t kVersion = 4;
 inline constexpr uint32_t kMagic = 0x464d5653;  // "SVMF" on the wire
 inline constexpr size_t kHeaderSize = 12;         // magic, type, payload length
 inline constexpr uint32_t kMaxPayload = 16u << 20;
@@ -29,6 +29,8 @@ enum class MsgType : uint32_t {
   kExec = 6,      // host -> guest: ExecRequest
   kResult = 7,    // guest -> host: ExecResult
   kError = 8,     // guest -> host: a request the executor could not read (text)
+  kDevice = 9,       // guest -> host, while an EXEC runs: DeviceRequest
+  kDeviceReply = 10, // host -> guest: DeviceReply
 };
 
 // What the guest kernel and executor can do; Ready.features.
@@ -150,15 +152,51 @@ struct ExecResult {
   }
 };
 
+// A device action a program asks of the host, which performs it through the
+// device's control channel (docs/device-spec.md) and answers with a DeviceReply.
+struct DeviceRequest {
+  uint32_t seq = 0;     // echoed in the reply; the executor numbers them
+  uint8_t op = 0;       // the program's opcode (OpCode of fuzz/program/program.h)
+  uint8_t device = 0;   // the N of /dev/svmdevN, in the order QEMU's devices probe
+  uint16_t ctx = 0;     // the device context the driver bound the process's file to
+  uint64_t va = 0;      // dev_access: the word; fault_storm: the range's first page
+  uint64_t arg0 = 0;    // dev_access: access kind; fault_storm: pages; delay_acks: us;
+                        // drop_acks, fail_dma: count
+  uint64_t arg1 = 0;    // fault_storm: accesses
+
+  bool operator==(const DeviceRequest& o) const {
+    return seq == o.seq && op == o.op && device == o.device && ctx == o.ctx && va == o.va &&
+           arg0 == o.arg0 && arg1 == o.arg1;
+  }
+};
+
+// DeviceReply.status: a device status (SVMDEV_STATUS_*), or this one when the
+// host cannot reach the device's control channel.
+inline constexpr uint32_t kDeviceUnavailable = 0xffffffff;
+
+struct DeviceReply {
+  uint32_t seq = 0;
+  uint32_t status = 0;
+  uint64_t value = 0;  // dev_access: value read or old value; fault_storm: accesses that stalled
+
+  bool operator==(const DeviceReply& o) const {
+    return seq == o.seq && status == o.status && value == o.value;
+  }
+};
+
 std::vector<uint8_t> EncodeFrame(MsgType type, const std::vector<uint8_t>& payload);
 
 std::vector<uint8_t> Encode(const Ready& m);
 std::vector<uint8_t> Encode(const ExecRequest& m);
 std::vector<uint8_t> Encode(const ExecResult& m);
+std::vector<uint8_t> Encode(const DeviceRequest& m);
+std::vector<uint8_t> Encode(const DeviceReply& m);
 // False if the payload is short, long, or has counts that do not fit.
 bool Decode(const std::vector<uint8_t>& payload, Ready* m);
 bool Decode(const std::vector<uint8_t>& payload, ExecRequest* m);
 bool Decode(const std::vector<uint8_t>& payload, ExecResult* m);
+bool Decode(const std::vector<uint8_t>& payload, DeviceRequest* m);
+bool Decode(const std::vector<uint8_t>& payload, DeviceReply* m);
 
 struct Frame {
   MsgType type = MsgType::kError;

@@ -106,6 +106,34 @@ TEST(Protocol, ExecResultRejectsEveryTruncationAndTrailingBytes) {
   EXPECT_FALSE(Decode(longer, &out));
 }
 
+TEST(Protocol, DeviceMessagesLayout) {
+  // Pinned: pyharness/svmfuzz/protocol_test.py checks the same bytes.
+  const DeviceRequest req{0x01020304, 22, 1, 0x0506, 0x100000001008ull, 2, 0x0a};
+  const std::string req_hex =
+      "0403020116010605081000000010000002000000000000000a00000000000000";
+  const DeviceReply reply{0x01020304, 13, 0xfffffffffffffffeull};
+  const std::string reply_hex = "040302010d000000feffffffffffffff";
+  for (const auto& [hex, bytes] : {std::pair{req_hex, Encode(req)}, std::pair{reply_hex, Encode(reply)}}) {
+    std::string got;
+    for (uint8_t b : bytes) {
+      static const char* kDigits = "0123456789abcdef";
+      got += kDigits[b >> 4];
+      got += kDigits[b & 15];
+    }
+    EXPECT_EQ(got, hex);
+  }
+  DeviceRequest req_out;
+  ASSERT_TRUE(Decode(Encode(req), &req_out));
+  EXPECT_EQ(req_out, req);
+  DeviceReply reply_out;
+  ASSERT_TRUE(Decode(Encode(reply), &reply_out));
+  EXPECT_EQ(reply_out, reply);
+  std::vector<uint8_t> longer = Encode(reply);
+  longer.push_back(0);
+  EXPECT_FALSE(Decode(longer, &reply_out));
+  EXPECT_FALSE(Decode(std::vector<uint8_t>(31, 0), &req_out));
+}
+
 TEST(Protocol, HugeCountsAreRejectedNotAllocated) {
   std::vector<uint8_t> bytes(20, 0);
   bytes.insert(bytes.end(), {0xff, 0xff, 0xff, 0xff});  // ops count

@@ -73,12 +73,18 @@ class ServerTest : public ::testing::Test {
       reader_.Feed(buf, static_cast<size_t>(n));
     }
   }
-  proto::ExecResult Exec(const std::string& text, uint32_t op_ms = 5000, uint32_t prog_ms = 20000) {
+  void StartExec(const std::string& text, uint32_t op_ms = 5000, uint32_t prog_ms = 20000) {
     ParseError error;
     const auto program = Parse(text, &error);
     EXPECT_TRUE(program.has_value()) << error.ToString();
     proto::ExecRequest req{++id_, proto::kExecCover, op_ms, prog_ms, 1024, {}, Encode(*program)};
     Send(MsgType::kExec, proto::Encode(req));
+  }
+  proto::ExecResult Exec(const std::string& text, uint32_t op_ms = 5000, uint32_t prog_ms = 20000) {
+    StartExec(text, op_ms, prog_ms);
+    return FinishExec();
+  }
+  proto::ExecResult FinishExec() {
     proto::Frame f = Receive();
     proto::ExecResult r;
     EXPECT_EQ(f.type, MsgType::kResult);
@@ -181,6 +187,63 @@ TEST_F(ServerTest, DriverOpsAreUnsupportedNotFatal) {
   EXPECT_TRUE(r.ops[1].flags & proto::kOpUnsupported);
   EXPECT_TRUE(r.ops[2].flags & proto::kOpUnsupported);
   EXPECT_EQ(r.ops[3].err, 0);
+}
+
+TEST_F(ServerTest, DeviceActionsAskTheHost) {
+  StartExec(
+      "delay_acks us=5000\n"
+      "fail_dma count=3\n"
+      "drop_acks count=2\n");
+  std::vector<proto::DeviceRequest> asked;
+  const std::vector<proto::DeviceReply> replies = {{0, 0, 7}, {0, 6, 0}, {0, proto::kDeviceUnavailable, 0}};
+  for (const proto::DeviceReply& want : replies) {
+    const proto::Frame f = Receive();
+    ASSERT_EQ(f.type, MsgType::kDevice);
+    proto::DeviceRequest req;
+    ASSERT_TRUE(proto::Decode(f.payload, &req));
+    asked.push_back(req);
+    // A reply to some earlier request is not this one's.
+    proto::DeviceReply stale = want;
+    stale.seq = req.seq + 100;
+    stale.value = 99;
+    Send(MsgType::kDeviceReply, proto::Encode(stale));
+    proto::DeviceReply reply = want;
+    reply.seq = req.seq;
+    Send(MsgType::kDeviceReply, proto::Encode(reply));
+  }
+  const proto::ExecResult r = FinishExec();
+  EXPECT_EQ(r.status, Status::kOk);
+  ASSERT_EQ(asked.size(), 3u);
+  EXPECT_EQ(asked[0].op, static_cast<uint8_t>(OpCode::kDelayAcks));
+  EXPECT_EQ(asked[0].arg0, 5000u);
+  EXPECT_EQ(asked[1].op, static_cast<uint8_t>(OpCode::kFailDma));
+  EXPECT_EQ(asked[1].arg0, 3u);
+  EXPECT_EQ(asked[2].op, static_cast<uint8_t>(OpCode::kDropAcks));
+  EXPECT_EQ(asked[0].device, 0);
+  EXPECT_NE(asked[0].seq, asked[1].seq);
+  ASSERT_EQ(r.ops.size(), 3u);
+  EXPECT_EQ(r.ops[0].err, 0);
+  EXPECT_EQ(r.ops[0].ret, 7);
+  EXPECT_EQ(r.ops[1].err, EIO);  // the device's status in ret
+  EXPECT_EQ(r.ops[1].ret, 6);
+  EXPECT_EQ(r.ops[2].err, EOPNOTSUPP);
+  EXPECT_TRUE(r.ops[2].flags & proto::kOpUnsupported);
+}
+
+TEST_F(ServerTest, AHostThatNeverAnswersIsAHangAndItsLateReplyIsDropped) {
+  StartExec("delay_acks us=1\nyield\n", 200, 20000);
+  const proto::Frame f = Receive();
+  ASSERT_EQ(f.type, MsgType::kDevice);
+  proto::DeviceRequest req;
+  ASSERT_TRUE(proto::Decode(f.payload, &req));
+  const proto::ExecResult r = FinishExec();
+  EXPECT_EQ(r.status, Status::kHung);
+  EXPECT_EQ(r.detail, 0);
+  Send(MsgType::kDeviceReply, proto::Encode(proto::DeviceReply{req.seq, 0, 0}));
+  Send(MsgType::kPing, {5});
+  const proto::Frame pong = Receive();
+  EXPECT_EQ(pong.type, MsgType::kPong);
+  EXPECT_EQ(pong.payload, (std::vector<uint8_t>{5}));
 }
 
 TEST_F(ServerTest, OpOverItsBoundIsAHang) {

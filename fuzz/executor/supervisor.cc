@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -103,7 +104,7 @@ Supervisor::Supervisor() {
 
 Supervisor::~Supervisor() { munmap(shared_, sizeof(SharedRun)); }
 
-proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, int close_in_child) {
+proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* port) {
   proto::ExecResult result;
   result.id = request.id;
   const Program program = Decode(request.program);
@@ -113,7 +114,17 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, int clo
   NameOps(program.ops, shared_->ops, &named);
   const bool cover = have_kcov_ && (request.flags & proto::kExecCover) != 0;
   if (cover) kcov_.Reset();
-  const RunConfig config{cover ? &kcov_ : nullptr, ++remote_handle_, kBufferBase, request.knobs};
+  // A socket per run: a stuck task of an earlier program may still hold
+  // the old one. Datagrams, so a request or reply is never torn.
+  int relay_fds[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, relay_fds) != 0) {
+    result.status = proto::Status::kExecutorError;
+    result.message = std::string("socketpair: ") + std::strerror(errno);
+    return result;
+  }
+  const RunConfig config{cover ? &kcov_ : nullptr, ++remote_handle_, kBufferBase, request.knobs,
+                         relay_fds[1]};
+  Relay relay{port, relay_fds[0]};
   const uint64_t start = MonotonicNs();
 
   const pid_t pid = fork();
@@ -121,7 +132,8 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, int clo
     // A group of its own, so the watchdog's kill reaches its forks too.
     setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    close(close_in_child);
+    close(port->fd());
+    close(relay_fds[0]);
     // Above everything else, so memory pressure kills the program first.
     const int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
     if (fd >= 0) {
@@ -132,13 +144,16 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, int clo
     RunProgram(program, shared_, config);
     _exit(0);
   }
+  close(relay_fds[1]);
   if (pid < 0) {
+    close(relay_fds[0]);
     result.status = proto::Status::kExecutorError;
     result.message = std::string("fork: ") + std::strerror(errno);
     return result;
   }
   setpgid(pid, pid);
-  Watch(pid, request, start, &result);
+  Watch(pid, request, start, &relay, &result);
+  close(relay_fds[0]);
   result.duration_us = static_cast<uint32_t>((MonotonicNs() - start) / 1000);
   // A SIGKILL the watchdog did not send, while the kernel counted an OOM
   // kill. The count is read only then: a read costs milliseconds under TCG.
@@ -171,7 +186,7 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, int clo
 }
 
 void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start,
-                       proto::ExecResult* result) {
+                       Relay* relay, proto::ExecResult* result) {
   const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) {
     // Without a pidfd there is no bounded wait (the guest kernel always has
@@ -216,7 +231,7 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
       killed = true;
       break;
     }
-    if (WaitExit(pidfd, next - now)) break;
+    if (WaitServing(pidfd, next - now, relay)) break;
   }
   if (killed && !WaitExit(pidfd, kKillGraceMs * 1000000)) {
     // SIGKILL only acts when the task returns to user space; a task asleep in
@@ -243,6 +258,83 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
     result->detail = WEXITSTATUS(status);
     result->message = "program process exited with " + std::to_string(WEXITSTATUS(status));
   }
+}
+
+bool Supervisor::WaitServing(int pidfd, uint64_t timeout_ns, Relay* relay) {
+  const uint64_t end = MonotonicNs() + timeout_ns;
+  for (;;) {
+    const uint64_t now = MonotonicNs();
+    if (now >= end) return false;
+    // The port only while the host owes a reply: between requests anything
+    // it sends is for the request loop.
+    const bool host = relay->waiting != 0 && !relay->host_gone;
+    pollfd p[3] = {{pidfd, POLLIN, 0},
+                   {relay->program_fd, POLLIN, 0},
+                   {host ? relay->port->fd() : -1, POLLIN, 0}};
+    const int ms =
+        static_cast<int>(std::min<uint64_t>((end - now + 999999) / 1000000, INT32_MAX));
+    const int n = poll(p, 3, ms);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    if (p[0].revents != 0) return true;
+    if (p[1].revents & POLLIN) {
+      FromProgram(relay);
+    } else if (p[1].revents != 0) {
+      relay->program_fd = -1;  // every process of the program closed it
+    }
+    if (p[2].revents != 0) FromHost(relay);
+  }
+}
+
+void Supervisor::FromProgram(Relay* relay) {
+  std::vector<uint8_t> payload(64);
+  const ssize_t n = recv(relay->program_fd, payload.data(), payload.size(), MSG_DONTWAIT);
+  if (n <= 0) return;
+  payload.resize(static_cast<size_t>(n));
+  proto::DeviceRequest request;
+  proto::DeviceReply reply;
+  reply.status = proto::kDeviceUnavailable;
+  if (!proto::Decode(payload, &request) || relay->host_gone) {
+    Answer(relay, reply);
+    return;
+  }
+  if (++device_seq_ == 0) device_seq_ = 1;  // 0 means none waiting
+  request.seq = device_seq_;
+  if (!relay->port->Send(proto::MsgType::kDevice, proto::Encode(request))) {
+    relay->host_gone = true;
+    Answer(relay, reply);
+    return;
+  }
+  relay->waiting = request.seq;
+}
+
+void Supervisor::FromHost(Relay* relay) {
+  if (!relay->port->ReadOnce()) {
+    relay->host_gone = true;
+    proto::DeviceReply reply;
+    reply.status = proto::kDeviceUnavailable;
+    Answer(relay, reply);
+    return;
+  }
+  proto::Frame frame;
+  Port::Got got;
+  while (relay->port->TakeRead(&frame, &got)) {
+    proto::DeviceReply reply;
+    if (got == Port::Got::kFrame && frame.type == proto::MsgType::kDeviceReply &&
+        proto::Decode(frame.payload, &reply)) {
+      // A reply to an earlier request (its program was killed) is dropped.
+      if (reply.seq == relay->waiting) Answer(relay, reply);
+    } else {
+      relay->port->Defer(frame, got);
+    }
+  }
+}
+
+void Supervisor::Answer(Relay* relay, const proto::DeviceReply& reply) {
+  relay->waiting = 0;
+  if (relay->program_fd < 0) return;
+  const std::vector<uint8_t> bytes = proto::Encode(reply);
+  send(relay->program_fd, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 std::vector<uint64_t> Supervisor::SampleDriver() {

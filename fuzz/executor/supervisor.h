@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "executor/kcov.h"
+#include "executor/port.h"
 #include "executor/program_process.h"
 #include "executor/protocol.h"
 
@@ -37,12 +38,28 @@ class Supervisor {
   ~Supervisor();
 
   uint32_t features() const { return features_; }
-  // `close_in_child`: the host port, which a program must not touch.
-  proto::ExecResult Execute(const proto::ExecRequest& request, int close_in_child);
+  // `port`: the host's, which the program reaches only through the relay
+  // for its DEVICE requests.
+  proto::ExecResult Execute(const proto::ExecRequest& request, Port* port);
 
  private:
-  void Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start_ns,
+  // Carries a program's DEVICE requests to the host and the replies back,
+  // one at a time.
+  struct Relay {
+    Port* port;
+    int program_fd;         // our end of the program's socket; -1 once it hung up
+    uint32_t waiting = 0;   // seq of the request the host has not answered yet
+    bool host_gone = false; // the port failed: requests get kDeviceUnavailable
+  };
+
+  void Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start_ns, Relay* relay,
              proto::ExecResult* result);
+  // Waits until the program's process exits (true) or `timeout_ns` pass,
+  // relaying DEVICE requests meanwhile.
+  bool WaitServing(int pidfd, uint64_t timeout_ns, Relay* relay);
+  void FromProgram(Relay* relay);
+  void FromHost(Relay* relay);
+  void Answer(Relay* relay, const proto::DeviceReply& reply);
   // ExecResult.watchdog_deltas, through the program's device file.
   std::vector<uint64_t> SampleDriver();
   void ReapOrphans();
@@ -53,6 +70,7 @@ class Supervisor {
   bool have_kcov_ = false;
   uint64_t remote_handle_ = 0;
   uint64_t oom_kills_ = 0;  // the kernel's count when we last looked
+  uint32_t device_seq_ = 0;
 };
 
 }  // namespace svmfuzz

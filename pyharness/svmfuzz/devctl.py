@@ -94,6 +94,10 @@ class DevCtlError(Exception):
     pass
 
 
+class DevCtlTimeout(DevCtlError):
+    pass
+
+
 @dataclass(frozen=True)
 class Result:
     value: int
@@ -158,7 +162,7 @@ class DevCtl:
         self.timeout = timeout
         self.events: collections.deque[Event] = collections.deque()
         self._buf = bytearray()
-        self._tag = 0
+        self.tag = 0  # of the last request; ACCESS_DONE events about it carry it
 
     # ---- framing ----
     def _message(self, deadline: float) -> tuple[int, int, bytes]:
@@ -173,7 +177,7 @@ class DevCtl:
                     return msg_type, tag, payload
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DevCtlError("control channel: timed out waiting for the device")
+                raise DevCtlTimeout("control channel: timed out waiting for the device")
             self.sock.settimeout(left)
             try:
                 data = self.sock.recv(65536)
@@ -185,8 +189,8 @@ class DevCtl:
 
     def request(self, msg_type: int, payload: bytes = b"") -> bytes:
         """Sends a request and returns its reply payload; events seen meanwhile are queued."""
-        self._tag = (self._tag + 1) & 0xFFFFFFFF or 1
-        tag = self._tag
+        self.tag = (self.tag + 1) & 0xFFFFFFFF or 1
+        tag = self.tag
         self.sock.sendall(frame(msg_type, tag, payload))
         deadline = time.monotonic() + self.timeout
         while True:
@@ -212,6 +216,18 @@ class DevCtl:
             if got_type == Msg.EVENT:
                 return parse_event(body)
             raise DevCtlError(f"unsolicited message type {got_type:#x} tag {got_tag}")
+
+    def poll_events(self, timeout: float) -> None:
+        """Queues the events that arrive within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                got_type, got_tag, body = self._message(deadline)
+                if got_type != Msg.EVENT:
+                    raise DevCtlError(f"unsolicited message type {got_type:#x} tag {got_tag}")
+                self.events.append(parse_event(body))
+        except DevCtlTimeout:
+            pass
 
     # ---- requests ----
     def ping(self) -> tuple[int, int]:

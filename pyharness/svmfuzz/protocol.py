@@ -1,4 +1,4 @@
-"""Protocol v2 between the host and the in-guest executor: the Python side of
+"""The protocol between the host and the in-guest executor: the Python side of
 fuzz/executor/protocol.h (layout documented in fuzz/executor/PROTOCOL.md).
 
 Frames are a 12-byte header (magic "SVMF", type, payload length; u32
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields
 
 from svmfuzz.errors import SvmfuzzError
 
-VERSION = 3
+VERSION = 4
 MAGIC = b"SVMF"
 HEADER = struct.Struct("<4sII")
 MAX_PAYLOAD = 16 << 20
@@ -30,6 +30,8 @@ class Msg(enum.IntEnum):
     EXEC = 6
     RESULT = 7
     ERROR = 8
+    DEVICE = 9
+    DEVICE_REPLY = 10
 
 
 class Feature(enum.IntFlag):
@@ -207,6 +209,52 @@ class ExecRequest:
         values = struct.unpack_from(f"<{n}Q", payload, head)
         knobs = Knobs(*values) if n else None
         return cls(id_, payload[head + 8 * n:], flags, op_ms, prog_ms, cap, knobs)
+
+
+# DeviceReply.status when the host cannot reach the device's control channel;
+# otherwise it is the device's (devctl.Status).
+DEVICE_UNAVAILABLE = 0xFFFFFFFF
+
+
+@dataclass
+class DeviceRequest:
+    """A device action a program asks of the host (PROTOCOL.md, "Device actions")."""
+    seq: int
+    op: int       # the program's opcode, an index of OP_NAMES
+    device: int   # the N of /dev/svmdevN
+    ctx: int      # the device context of the process's bound file
+    va: int
+    arg0: int
+    arg1: int
+
+    _S = struct.Struct("<IBBHQQQ")
+
+    def encode(self) -> bytes:
+        return self._S.pack(self.seq, self.op, self.device, self.ctx, self.va, self.arg0, self.arg1)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "DeviceRequest":
+        if len(payload) != cls._S.size:
+            raise ProtocolError(f"DEVICE of {len(payload)} bytes")
+        return cls(*cls._S.unpack(payload))
+
+
+@dataclass
+class DeviceReply:
+    seq: int
+    status: int
+    value: int = 0
+
+    _S = struct.Struct("<IIQ")
+
+    def encode(self) -> bytes:
+        return self._S.pack(self.seq, self.status, self.value)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> "DeviceReply":
+        if len(payload) != cls._S.size:
+            raise ProtocolError(f"DEVICE_REPLY of {len(payload)} bytes")
+        return cls(*cls._S.unpack(payload))
 
 
 @dataclass

@@ -102,3 +102,20 @@ def test_titles():
     assert p.ExecResult(1, p.Status.HUNG, 3).title() == "hung: op 3 passed its deadline"
     assert p.ExecResult(1, p.Status.STUCK, ord("D")).title() == "stuck in state D after SIGKILL"
     assert p.ExecResult(1, p.Status.OOM_KILLED).title() == "oom-killed"
+
+
+# Encoded by fuzz/executor/protocol_test.cc (DeviceMessagesLayout).
+DEVICE_REQUEST_HEX = "0403020116010605081000000010000002000000000000000a00000000000000"
+DEVICE_REPLY_HEX = "040302010d000000feffffffffffffff"
+
+
+def test_device_message_bytes_match_the_executor():
+    req = p.DeviceRequest(0x01020304, p.OP_NAMES.index("dev_access"), 1, 0x0506, 0x100000001008,
+                          2, 0x0A)
+    assert req.encode().hex() == DEVICE_REQUEST_HEX
+    assert p.DeviceRequest.decode(bytes.fromhex(DEVICE_REQUEST_HEX)) == req
+    reply = p.DeviceReply(0x01020304, 13, 0xFFFFFFFFFFFFFFFE)
+    assert reply.encode().hex() == DEVICE_REPLY_HEX
+    assert p.DeviceReply.decode(bytes.fromhex(DEVICE_REPLY_HEX)) == reply
+    with pytest.raises(p.ProtocolError):
+        p.DeviceReply.decode(bytes.fromhex(DEVICE_REPLY_HEX) + b"\0")

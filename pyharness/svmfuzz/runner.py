@@ -9,7 +9,13 @@ console log, named after the life, so the console of a crash is never
 overwritten by the reboot that follows it.
 
 Each program's outcome carries its findings (oracles/program.py): what the
-kernel printed while it ran, and what its result says.
+kernel printed while it ran, what its result says, and what the devices
+reported on their control channels.
+
+A program's device actions (dev_access, fault_storm, delay_acks, drop_acks,
+fail_dma) are the device's own doing: the executor asks the host with a
+DEVICE message, and DeviceActions performs them through the device's control
+channel while the runner waits for the program's result.
 """
 
 import dataclasses
@@ -20,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svmfuzz import protocol
+from svmfuzz import devctl, protocol
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.oracles import console
 from svmfuzz.oracles.console import Finding
@@ -73,6 +79,123 @@ class Outcome:
         return self.result.title()
 
 
+_OP = {name: code for code, name in enumerate(protocol.OP_NAMES)}
+# Events the devices stream: the stale-access oracle's, and the end of a
+# stalled device access. The device blocks while its channel is full, so
+# nothing that arrives by the thousand (faults, invalidations) is asked for.
+EVENTS = devctl.Evt.STALE | devctl.Evt.ACCESS_DONE
+# delay_acks holds every invalidation of its window (the device holds at most
+# 64 at a time and performs the rest at once).
+ALL_INVALIDATIONS = 0xFFFFFFFF
+# How often a wait on the device looks at the time (delay_acks releases).
+_TICK = 0.05
+
+
+class DeviceActions:
+    """The devices of one VM life, acting as a program asks: each request is
+    performed through the device's control channel and answered with its
+    status. What a program sets up (held, dropped or early acknowledgements,
+    failing DMA) ends with it."""
+
+    def __init__(self, vm: Vm, access_timeout: float, log=lambda msg: None) -> None:
+        self.ctls = [vm.devctl(i) for i in range(vm.cfg.devices)]
+        for ctl in self.ctls:
+            ctl.set_events(EVENTS)
+        self.access_timeout = access_timeout
+        self.log = log
+        self._armed: set[int] = set()        # devices with an injection of this program
+        self._release: dict[int, float] = {}  # device: when delay_acks ends
+        self._delaying: set[int] = set()      # devices whose mode delay_acks set
+
+    def perform(self, req: protocol.DeviceRequest) -> protocol.DeviceReply:
+        unavailable = protocol.DeviceReply(req.seq, protocol.DEVICE_UNAVAILABLE)
+        if req.device >= len(self.ctls):
+            return unavailable
+        ctl = self.ctls[req.device]
+        op = protocol.op_name(req.op)
+        try:
+            if op == "dev_access":
+                r = self._access(ctl, req)
+            elif op == "fault_storm":
+                # `arg1` accesses spread evenly over `arg0` pages.
+                stride = max(req.arg0 * 4096 // max(req.arg1, 1), 1)
+                r = ctl.fault_storm(req.ctx, req.va, stride, min(req.arg1, 0xFFFF),
+                                    devctl.Kind.READ)
+            elif op == "delay_acks":
+                self._armed.add(req.device)
+                self._delaying.add(req.device)
+                r = ctl.inval_mode(devctl.InvalMode.DELAY, ALL_INVALIDATIONS)
+                until = time.monotonic() + req.arg0 / 1e6
+                self._release[req.device] = max(self._release.get(req.device, 0), until)
+            elif op == "drop_acks":
+                self._armed.add(req.device)
+                self._delaying.discard(req.device)
+                r = ctl.inval_mode(devctl.InvalMode.DROP, req.arg0)
+            elif op == "fail_dma":
+                self._armed.add(req.device)
+                r = ctl.fail_dma(0, req.arg0)
+            else:
+                return unavailable
+        except devctl.DevCtlError as e:
+            self.log(f"runner: {op} on svm{req.device}: {e}")
+            return unavailable
+        return protocol.DeviceReply(req.seq, r.status, r.value)
+
+    def _access(self, ctl: devctl.DevCtl, req: protocol.DeviceRequest) -> devctl.Result:
+        """A word access; one that stalls is waited for until the driver
+        replays or cancels it, or access_timeout passes (then STALLED)."""
+        kind = devctl.Kind(req.arg0)
+        r = ctl.access(req.ctx, req.va, kind, 8, 0 if kind == devctl.Kind.READ else 1)
+        if r.status != devctl.Status.STALLED:
+            return r
+        tag = ctl.tag
+        deadline = time.monotonic() + self.access_timeout
+        while True:
+            for e in ctl.events:
+                if e.kind == devctl.Evt.ACCESS_DONE and e.tag == tag:
+                    ctl.events.remove(e)
+                    return devctl.Result(e.arg, e.code, 0)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return r
+            self.poll()
+            ctl.poll_events(min(left, _TICK))
+
+    def poll(self) -> float:
+        """Ends the delays that are due; seconds until the next one."""
+        now = time.monotonic()
+        for device, until in list(self._release.items()):
+            if until <= now:
+                del self._release[device]
+                self._end_delay(device)
+        return min(self._release.values(), default=now + 3600) - now
+
+    def _end_delay(self, device: int) -> None:
+        ctl = self.ctls[device]
+        if device in self._delaying:  # not since replaced by drop_acks
+            self._delaying.discard(device)
+            ctl.inval_mode(devctl.InvalMode.NORMAL, 0)
+        ctl.release()
+
+    def finish(self) -> list[devctl.Event]:
+        """After a program: ends what it set up on the devices and returns the
+        stale accesses they reported while it ran."""
+        self._release.clear()
+        self._delaying.clear()
+        stale = []
+        for i, ctl in enumerate(self.ctls):
+            if i in self._armed:
+                ctl.inval_mode(devctl.InvalMode.NORMAL, 0)
+                ctl.fail_dma(0, 0)
+                ctl.release()
+            else:
+                ctl.ping()  # after every event the device sent before now
+            stale += [e for e in ctl.events if e.kind == devctl.Evt.STALE]
+            ctl.events.clear()
+        self._armed.clear()
+        return stale
+
+
 class Runner:
     def __init__(self, cfg: RunnerConfig, log=lambda msg: None) -> None:
         self.cfg = cfg
@@ -81,6 +204,7 @@ class Runner:
         self.lives: list[Life] = []
         self._next_id = 1
         self._console_seen = 0
+        self.devices: DeviceActions | None = None
 
     def __enter__(self) -> "Runner":
         return self
@@ -108,6 +232,13 @@ class Runner:
         except SvmfuzzError as e:
             self._end_life(f"boot failed: {str(e).splitlines()[0]}")
             raise
+        # A stalled access waits no longer than an op may take.
+        access_timeout = (self.cfg.op_timeout_ms or self.cfg.program_timeout_ms) / 1000
+        try:
+            self.devices = DeviceActions(vm, access_timeout, self.log)
+        except (SvmfuzzError, devctl.DevCtlError, OSError) as e:
+            self._end_life(f"device control channel: {str(e).splitlines()[0]}")
+            raise SvmfuzzError(f"{cfg.name}: device control channel: {e}") from e
         self.log(f"runner: life {index} ready in {life.boot_seconds:.1f} s "
                  f"(features {self.vm.ready.features!r}); console {life.console_log}")
         return life
@@ -126,12 +257,13 @@ class Runner:
                    + self.cfg.result_slack)
         start = time.monotonic()
         window_start = self._console_seen
-        result, lost, kind = None, "", ""
+        result, lost, kind, stale = None, "", "", []
         try:
-            result = self.vm.execute(request, timeout)
+            result = self.vm.execute(request, timeout, self.devices)
+            stale = self.devices.finish()
         except TimeoutError:
             lost, kind = f"no result within {timeout:.0f} s", console.NO_OUTPUT
-        except SvmfuzzError as e:
+        except (SvmfuzzError, devctl.DevCtlError, OSError) as e:
             lost = str(e).splitlines()[0]
             kind = console.EXECUTOR_LOST if self.vm.alive() else console.VM_LOST
         life.programs += 1
@@ -140,13 +272,13 @@ class Runner:
         window = self._read_console(window_start, whole=bool(lost))
         if lost and EXECUTOR_EXITED in window:
             kind = console.EXECUTOR_LOST  # the guest powered off because it had gone
-        findings = judge(result, window, kind, lost)
+        findings = judge(result, window, kind, lost, device_events=stale)
         kernel = [f for f in findings if f.category not in DRIVER_CATEGORIES]
         if not lost and kernel:
             self._end_life(f"kernel: {kernel[0].title}")
             # The rest of a report the kernel was still printing belongs to it.
             window = self._read_console(window_start, whole=True)
-            findings = judge(result, window)
+            findings = judge(result, window, device_events=stale)
         elif result is not None and result.status == protocol.Status.STUCK:
             self._end_life(f"program {request.id} left a task in state {chr(result.detail)}")
         return Outcome(request.id, result, life, lost, findings, time.monotonic() - start)
@@ -186,6 +318,7 @@ class Runner:
         if why and self.vm.alive():
             time.sleep(0.2)
         self.vm.kill()
+        self.devices = None
         self.life.end = why
         if why:
             self.log(f"runner: life {self.life.index} ended after {self.life.programs} "

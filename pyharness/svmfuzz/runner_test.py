@@ -14,6 +14,7 @@ KERNEL_DIES = b"\xfe"
 GUEST_HANGS = b"\xfd"
 EXECUTOR_LEAVES = b"\xfc"
 KERNEL_WARNS = b"\xfb"
+DEVICE_ACCESS = b"\xfa"
 
 
 @pytest.fixture
@@ -32,6 +33,15 @@ def test_runs_programs_in_one_life(cfg):
     assert [o.code for o in a.result.ops] == [1, 2, 3]
     assert b.id == a.id + 1 and not b.lost and not b.findings
     assert len(r.lives) == 1 and r.lives[0].programs == 2 and r.lives[0].end == ""
+
+
+def test_device_requests_are_performed_and_stale_accesses_found(cfg):
+    with runner.Runner(cfg) as r:
+        o = r.run(DEVICE_ACCESS)
+        clean = r.run(b"\x01")
+    assert o.result.ops[0].ret == 0x1234  # what the device's ACCESS read
+    assert [f.title for f in o.findings] == ["device stale access in ctx 3 at 0x100000000000"]
+    assert clean.findings == [] and clean.life is o.life  # the kernel is still fit
 
 
 def test_kernel_crash_ends_the_life_and_keeps_its_console(cfg):
@@ -123,14 +133,17 @@ def test_real_executor_behind_the_runner(cfg, monkeypatch):
     verify = bytes([11, 0, 0, 0, 0, 4, 0, 7, 0, 0, 0])  # verify ... seed=7
     mirror = bytes([12, 0, 0, 0, 0, 1, 0, 1])           # mirror buf=0 off=0 pages=1 write=yes
     sleep = bytes([33, 0, 0x40, 0x42, 0x0f, 0])         # sleep us=1000000
+    delay = bytes([24, 0, 0xE8, 0x03, 0, 0])            # delay_acks us=1000
     with runner.Runner(cfg) as r:
-        ok = r.run(mmap + write + verify + mirror)
+        ok = r.run(mmap + write + verify + mirror + delay)
         hung = r.run(sleep)
         again = r.run(mmap + write + verify)
     assert ok.result.status == protocol.Status.OK
-    assert [o.code for o in ok.result.ops] == [0, 10, 11, 12]
+    assert [o.code for o in ok.result.ops] == [0, 10, 11, 12, 24]
     assert all(o.err == 0 for o in ok.result.ops[:3]) and not ok.result.mismatches
     assert ok.result.ops[3].flags & protocol.OpFlag.UNSUPPORTED
+    # A device action goes to the host, which performs it on the device's channel.
+    assert ok.result.ops[4].err == 0 and not ok.result.ops[4].flags & protocol.OpFlag.UNSUPPORTED
     assert hung.result.status == protocol.Status.HUNG and hung.result.detail == -1
     assert again.result.status == protocol.Status.OK and again.life.index == 0
 

@@ -1,5 +1,6 @@
 """Running the guest: QEMU with svmdev devices, the kernel and initramfs the
-build made, a console log per VM, and the executor's virtio-serial port.
+build made, a console log per VM, the executor's virtio-serial port, and
+each device's host control channel.
 """
 
 import json
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svmfuzz import protocol
+from svmfuzz import devctl, protocol
 from svmfuzz.build import cache
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import cache_root
@@ -70,6 +71,8 @@ class Vm:
         self._sockdir = Path(tempfile.mkdtemp(prefix="svmfuzz-"))
         self.exec_sock = self._sockdir / "exec.sock"
         self.qmp_sock = self._sockdir / "qmp.sock"
+        self.ctl_socks = [self._sockdir / f"ctl{i}.sock" for i in range(cfg.devices)]
+        self._ctls: dict[int, devctl.DevCtl] = {}
         self.proc: subprocess.Popen | None = None
         self.started = 0.0
         self._conn: socket.socket | None = None
@@ -97,8 +100,9 @@ class Vm:
                 "-qmp", f"unix:{self.qmp_sock},server=on,wait=off"]
         if c.accel == "kvm":
             argv += ["-cpu", "host"]
-        for i in range(c.devices):
-            argv += ["-device", f"svmdev,id=svm{i}"]
+        for i, sock in enumerate(self.ctl_socks):
+            argv += ["-chardev", f"socket,id=ctl{i},path={sock},server=on,wait=off",
+                     "-device", f"svmdev,id=svm{i},chardev=ctl{i}"]
         return argv
 
     def __enter__(self) -> "Vm":
@@ -203,10 +207,56 @@ class Vm:
             raise SvmfuzzError(f"{self.cfg.name}: executor echoed the wrong PING payload")
         return time.monotonic() - t
 
-    def execute(self, request: protocol.ExecRequest, timeout: float) -> protocol.ExecResult:
-        """Runs one program; TimeoutError if no result within `timeout` seconds."""
+    def devctl(self, index: int, timeout: float = 10) -> devctl.DevCtl:
+        """A connected client of device `index`'s control channel (svm<index>),
+        the same one on every call: the channel takes one client at a time."""
+        if index in self._ctls:
+            return self._ctls[index]
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.alive():
+                raise self._died("before its control channel opened")
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(str(self.ctl_socks[index]))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                s.close()
+                if time.monotonic() > deadline:
+                    raise SvmfuzzError(f"{self.cfg.name}: control channel of svm{index} "
+                                       f"never appeared")
+                time.sleep(0.05)
+        self._ctls[index] = devctl.DevCtl(s)
+        return self._ctls[index]
+
+    def execute(self, request: protocol.ExecRequest, timeout: float,
+                device=None) -> protocol.ExecResult:
+        """Runs one program; TimeoutError if no result within `timeout` seconds.
+        `device` performs the program's DEVICE requests meanwhile: perform(
+        DeviceRequest) -> DeviceReply, and poll() -> seconds until it has
+        timed work to do (run each time it is due)."""
         self.send(protocol.Msg.EXEC, request.encode())
-        result = protocol.ExecResult.decode(self._expect(protocol.Msg.RESULT, timeout))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            wait = left if device is None else min(left, device.poll())
+            try:
+                kind, payload = self.receive(max(wait, 0))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            if kind != protocol.Msg.DEVICE:
+                break
+            asked = protocol.DeviceRequest.decode(payload)
+            reply = (device.perform(asked) if device is not None
+                     else protocol.DeviceReply(asked.seq, protocol.DEVICE_UNAVAILABLE))
+            self.send(protocol.Msg.DEVICE_REPLY, reply.encode())
+        if kind != protocol.Msg.RESULT:
+            detail = f" ({payload.decode(errors='replace')})" if kind == protocol.Msg.ERROR else ""
+            raise SvmfuzzError(f"{self.cfg.name}: executor sent {kind!r}{detail} "
+                               f"instead of RESULT")
+        result = protocol.ExecResult.decode(payload)
         if result.id != request.id:
             raise SvmfuzzError(f"{self.cfg.name}: result for program {result.id}, "
                                f"expected {request.id}")
@@ -247,6 +297,9 @@ class Vm:
             return None
 
     def kill(self) -> None:
+        for ctl in self._ctls.values():
+            ctl.sock.close()
+        self._ctls.clear()
         if self._conn is not None:
             self._conn.close()
             self._conn = None

@@ -10,20 +10,54 @@ from svmfuzz import protocol, vm
 from svmfuzz.errors import SvmfuzzError
 
 # Stands in for qemu-system-x86_64: serves the executor port the way the
-# guest's executor does (protocol.py), and writes a console log. A program's
-# first byte picks what the "guest" does with it (see runner_test.py).
+# guest's executor does (protocol.py), each device's control channel (every
+# request succeeds; an ACCESS reads 0x1234 and is reported stale), and writes
+# a console log. A program's first byte picks what the "guest" does with it
+# (see runner_test.py).
 FAKE_QEMU = textwrap.dedent("""\
     #!{python}
-    import os, socket, sys, time
+    import os, socket, struct, sys, threading, time
     sys.path.insert(0, {pyharness!r})
-    from svmfuzz import protocol as p
+    from svmfuzz import devctl as d, protocol as p
     args = sys.argv[1:]
     mode = os.environ.get("FAKE_QEMU_MODE", "ok")
+    ctls = []
     for a in args:
         if a.startswith("file,"):
             console = a.split("path=", 1)[1]
-        if a.startswith("socket,"):
+        if a.startswith("socket,id=exec,"):
             sock = a.split("path=", 1)[1].split(",")[0]
+        elif a.startswith("socket,"):
+            ctls.append(a.split("path=", 1)[1].split(",")[0])
+
+    def control_channel(path):
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(path)
+        srv.listen(1)
+        c, _ = srv.accept()
+        buf = b""
+        while chunk := c.recv(65536):
+            buf += chunk
+            while len(buf) >= d.HDR.size:
+                _, kind, n, tag = d.HDR.unpack_from(buf)
+                body, buf = buf[d.HDR.size:d.HDR.size + n], buf[d.HDR.size + n:]
+                out = d.RESULT.pack(0, 0, 0)
+                if kind == d.Msg.PING:
+                    out = struct.pack("<II", 0x10000, 0)
+                if kind == d.Msg.ACCESS:
+                    va = d.ACCESS.unpack(body)[0]
+                    c.sendall(d.frame(d.Msg.EVENT, 0, d.EVENT.pack(
+                        1, va, 0x7f000, d.Evt.STALE, 0, 3, 0, 0, 0)))
+                    out = d.RESULT.pack(0x1234, 0, 0)
+                c.sendall(d.frame(kind | d.REPLY, tag, out))
+
+    def serve_control_channels():
+        threads = [threading.Thread(target=control_channel, args=(path,), daemon=True)
+                   for path in ctls]
+        for t in threads:
+            t.start()
+        return threads
+
     con = open(console, "w", buffering=1)
     con.write("svmdev 0000:00:03.0: svmdev interface 1.0\\n")
     if mode == "warn":
@@ -36,9 +70,14 @@ FAKE_QEMU = textwrap.dedent("""\
     srv.listen(1)
     conn, _ = srv.accept()
     if mode == "exec":  # the real executor, on this machine, serves the port
+        if os.fork() == 0:  # and a process of ours the control channels
+            for t in serve_control_channels():
+                t.join()
+            os._exit(0)
         os.set_inheritable(conn.fileno(), True)
         exe = os.environ["FAKE_QEMU_EXECUTOR"]
         os.execv(exe, [exe, "--fd", str(conn.fileno())])
+    serve_control_channels()
     if mode == "silent":
         time.sleep(3600)
     if mode == "abort":  # QEMU asserting with a request unread: the host sees a reset
@@ -72,7 +111,16 @@ FAKE_QEMU = textwrap.dedent("""\
                     time.sleep(3600)
                 if what == b"\\xfb":  # the kernel warns and goes on
                     con.write("WARNING: CPU: 0 PID: 1 at mm/hmm.c:2 hmm_bar+0x2\\n")
-                ops = [p.OpResult(b, 0, p.OpFlag.STARTED | p.OpFlag.DONE, 0, 0, 1)
+                ret = 0
+                if what == b"\\xfa":  # a dev_access: the host answers it mid-program
+                    ask = p.DeviceRequest(7, p.OP_NAMES.index("dev_access"), 0, 3,
+                                          0x100000000008, 0, 0)
+                    conn.sendall(p.frame(p.Msg.DEVICE, ask.encode()))
+                    while (r := reader.next()) is None:
+                        reader.feed(conn.recv(65536))
+                    reply = p.DeviceReply.decode(r[1])
+                    ret = reply.value if reply.seq == 7 else -1
+                ops = [p.OpResult(b, 0, p.OpFlag.STARTED | p.OpFlag.DONE, 0, ret, 1)
                        for b in req.program]
                 res = p.ExecResult(req.id, p.Status.OK, ops=ops, cover=[len(req.program)])
                 conn.sendall(p.frame(p.Msg.RESULT, res.encode()))
@@ -103,8 +151,11 @@ def test_argv_has_each_device_and_the_executor_port(artifacts, tmp_path):
     v = vm.Vm(config(artifacts, tmp_path, devices=3, accel="tcg"))
     argv = v.argv()
     assert argv.count("-device") == 5  # virtio-serial, its port, three svmdev
-    assert [a for a in argv if a.startswith("svmdev")] == ["svmdev,id=svm0", "svmdev,id=svm1",
-                                                          "svmdev,id=svm2"]
+    assert [a for a in argv if a.startswith("svmdev")] == [
+        "svmdev,id=svm0,chardev=ctl0", "svmdev,id=svm1,chardev=ctl1", "svmdev,id=svm2,chardev=ctl2"]
+    # Each device's control channel, a socket QEMU serves without waiting for the host.
+    assert [a for a in argv if a.startswith("socket,id=ctl")] == [
+        f"socket,id=ctl{i},path={v.ctl_socks[i]},server=on,wait=off" for i in range(3)]
     assert "-cpu" not in argv and argv[argv.index("-accel") + 1] == "tcg"
     assert "svmfuzz.run=executor" in argv[argv.index("-append") + 1]
     kvm = vm.Vm(config(artifacts, tmp_path, accel="kvm")).argv()

@@ -13,6 +13,9 @@ while the program ran:
 - data corruption: a shadow check found a byte that is not what the program's
   ops left there: "data corruption in <op>" ("... at exit" for the check when
   a process ends);
+- device stale access: a device reported on its control channel that an
+  access used a translation after the driver's invalidation of it was
+  acknowledged: "device stale access in ctx <n> at <page>";
 - executor lost, VM lost, no output: the guest stopped answering
   (console.host_finding; a kernel report in the console names it instead).
 
@@ -25,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 
-from svmfuzz import protocol
+from svmfuzz import devctl, protocol
 from svmfuzz.oracles import console
 from svmfuzz.oracles.console import Finding
 
@@ -43,19 +46,21 @@ BALANCE_CHECK = "check"
 # Findings after which the kernel still reports the next bug: the driver's own
 # oracles and the shadow. After any other report the next program deserves a
 # fresh kernel (lockdep and KASAN report once, a WARN may leave state behind).
-DRIVER_CATEGORIES = frozenset({"livelock", "notifier", "corruption"})
+DRIVER_CATEGORIES = frozenset({"livelock", "notifier", "corruption", "stale"})
 _MAX_MISMATCH_LINES = 16
 
 
 def judge(result: protocol.ExecResult | None, window: str, lost: str = "",
-          detail: str = "") -> list[Finding]:
+          detail: str = "", device_events: list[devctl.Event] = ()) -> list[Finding]:
     """Findings of one program, the primary first. `window` is the console the
     kernel printed while it ran; `lost` the console.host_finding kind when the
-    guest stopped answering (result is None then), `detail` why."""
+    guest stopped answering (result is None then), `detail` why;
+    `device_events` what the devices' control channels reported meanwhile."""
     found = console.parse(window)
     if result is None:
         return _once(found) or [console.host_finding(lost, window, detail)]
-    return _once([*found, *_livelock(result), *_imbalance(result), *_corruption(result)])
+    return _once([*found, *_livelock(result), *_imbalance(result), *_corruption(result),
+                  *_stale(device_events)])
 
 
 def _once(findings: list[Finding]) -> list[Finding]:
@@ -122,3 +127,16 @@ def _corruption(result: protocol.ExecResult) -> list[Finding]:
         out.append(_finding(f"data corruption {place}", "corruption", place.split(" ", 1)[1],
                             lines))
     return out
+
+
+def _stale(events: list[devctl.Event]) -> list[Finding]:
+    """One finding for the program, named after its first stale access."""
+    stale = [e for e in events if e.kind == devctl.Evt.STALE]
+    if not stale:
+        return []
+    first = stale[0]
+    place = f"ctx {first.ctx} at {first.va & ~0xFFF:#x}"
+    lines = [f"ctx {e.ctx} va {e.va:#x}: a {devctl.Kind(e.access).name.lower()} through a "
+             f"translation to {e.arg:#x} whose invalidation was acknowledged"
+             for e in stale[:_MAX_MISMATCH_LINES]]
+    return [_finding(f"device stale access in {place}", "stale", place, lines)]

@@ -1,3 +1,4 @@
+from svmfuzz import devctl
 from svmfuzz import protocol as p
 from svmfuzz.oracles import console
 from svmfuzz.oracles.program import judge
@@ -99,3 +100,29 @@ def test_a_lost_guest_is_named_by_its_console_or_by_how_it_was_lost():
     assert f.title == "no output from test machine"
     (f,) = judge(None, "[  5.0][ T1] Kernel panic - not syncing: stack-protector\n", console.VM_LOST)
     assert f.title.startswith("kernel panic")
+
+
+def event(kind: devctl.Evt, va: int = 0x100000001008, ctx: int = 3) -> devctl.Event:
+    return devctl.Event(stamp=1, va=va, arg=0x7f000, kind=int(kind), code=0, ctx=ctx,
+                        access=int(devctl.Kind.READ), reason=0, tag=0)
+
+
+def test_a_stale_device_access_is_a_finding_named_after_its_context_and_page():
+    events = [event(devctl.Evt.ACCESS_DONE), event(devctl.Evt.STALE),
+              event(devctl.Evt.STALE, va=0x100000002000)]
+    (f,) = judge(result(), "", device_events=events)
+    assert f.title == "device stale access in ctx 3 at 0x100000001000"
+    assert f.category == "stale" and f.frame == "ctx 3 at 0x100000001000"
+    assert "ctx 3 va 0x100000001008: a read through a translation to 0x7f000" in f.report
+    assert len(f.report.splitlines()) == 2
+
+
+def test_device_events_without_a_stale_access_are_no_finding():
+    assert judge(result(), "", device_events=[event(devctl.Evt.ACCESS_DONE)]) == []
+
+
+def test_a_kernel_report_comes_before_a_stale_access():
+    window = "[   10.0][ T100] WARNING: CPU: 0 PID: 100 at mm/hmm.c:1 hmm_range_fault+0x1/0x2\n"
+    titles = [f.title for f in judge(result(), window, device_events=[event(devctl.Evt.STALE)])]
+    assert titles[-1] == "device stale access in ctx 3 at 0x100000001000"
+    assert len(titles) == 2
