@@ -142,10 +142,15 @@ def build(kernel_src: str | None, log, jobs: int | None = None) -> Path:
         shutil.copy2(bdir / "lib" / "test_hmm.ko", mods)
         log("kernel: building the static hmm-tests selftest")
         # Compiled from its own folder so assertion messages name hmm-tests.c, not a path.
+        # The folder is selftests/mm since 6.3, selftests/vm before.
         selftests = src.path / "tools" / "testing" / "selftests"
+        folder = next((d for d in (selftests / "mm", selftests / "vm")
+                       if (d / "hmm-tests.c").is_file()), None)
+        if folder is None:
+            raise SvmfuzzError(f"{src.path} has no hmm-tests selftest")
         cache.run(["gcc", "-static", "-O2", "-pthread", f"-I{src.path}", f"-I{selftests}",
                    "-Wl,--wrap=alarm", "hmm-tests.c", SELFTEST_ALARM, "-o", out / "hmm-tests"],
-                  log_file, cwd=selftests / "mm")
+                  log_file, cwd=folder)
         return {"release": kernel_release(src.path), "source": str(src.path),
                 "build_dir": str(bdir), "compiler": gcc}
 
