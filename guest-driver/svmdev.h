@@ -55,6 +55,7 @@ struct svmdev_req {
 	u64 seq;
 	u64 value;		/* completion value */
 	u32 status;		/* completion status */
+	bool irq;		/* its completion raises an interrupt */
 	/* set by the submitter before submission, read by the fault worker */
 	unsigned long hint_start;	/* fault the whole [start, end) at once */
 	unsigned long hint_end;
@@ -165,6 +166,7 @@ struct svmdev {
 	 */
 	spinlock_t q_lock;
 	u32 cmdq_tail;
+	u32 cmdq_head;			/* last CMDQ_HEAD read: it only advances */
 	u32 cplq_head;
 	u64 seq_ctr;
 	unsigned int slot_cursor;

@@ -126,7 +126,7 @@ static void svmdev_process_cpl_locked(struct svmdev *sdev)
 	if (sdev->dead)
 		return;
 	tail = readl(sdev->regs + SVMDEV_REG_CPLQ_TAIL);
-	if (tail > mask)
+	if (tail > mask || tail == sdev->cplq_head)
 		return;
 	while (sdev->cplq_head != tail) {
 		struct svmdev_cpl *cpl = &sdev->cplq[sdev->cplq_head];
@@ -184,9 +184,24 @@ static int svmdev_find_slot_locked(struct svmdev *sdev)
 }
 
 /*
+ * Whether the command ring is full. Register reads are costly, so the head
+ * is read again only when the last value read says the ring is full.
+ */
+static bool svmdev_cmdq_full_locked(struct svmdev *sdev)
+{
+	u32 next = (sdev->cmdq_tail + 1) & (SVMDEV_CMDQ_ENTRIES - 1);
+
+	if (next != sdev->cmdq_head)
+		return false;
+	sdev->cmdq_head = readl(sdev->regs + SVMDEV_REG_CMDQ_HEAD);
+	return next == sdev->cmdq_head;
+}
+
+/*
  * Queues one command. @atomic callers (non-blockable invalidations) spin
  * for ring space instead of sleeping. The device runs most commands inside
- * the doorbell write, so completions are drained right after it.
+ * the doorbell write, so completions are drained right after it, and
+ * before it only when a slot or ring space is short.
  */
 int svmdev_submit(struct svmdev *sdev, struct svmdev_cmd *cmd,
 		  struct svmdev_req *req, bool atomic)
@@ -202,10 +217,12 @@ int svmdev_submit(struct svmdev *sdev, struct svmdev_cmd *cmd,
 			spin_unlock_irqrestore(&sdev->q_lock, flags);
 			return -ENODEV;
 		}
-		svmdev_process_cpl_locked(sdev);
 		slot = svmdev_find_slot_locked(sdev);
-		if (slot >= 0 && ((sdev->cmdq_tail + 1) & mask) !=
-		    readl(sdev->regs + SVMDEV_REG_CMDQ_HEAD))
+		if (slot < 0 || svmdev_cmdq_full_locked(sdev)) {
+			svmdev_process_cpl_locked(sdev);
+			slot = svmdev_find_slot_locked(sdev);
+		}
+		if (slot >= 0 && !svmdev_cmdq_full_locked(sdev))
 			break;
 		spin_unlock_irqrestore(&sdev->q_lock, flags);
 		if (atomic) {
@@ -221,7 +238,14 @@ int svmdev_submit(struct svmdev *sdev, struct svmdev_cmd *cmd,
 	req->seq = (++sdev->seq_ctr * SVMDEV_MAX_INFLIGHT) + slot;
 	cmd->seq = req->seq;
 	cmd->rsvd = 0;
-	if (sdev->use_irq)
+	/*
+	 * Only an ACCESS can stall on a fault; every other command completes
+	 * inside the doorbell write (or, when the device delays an
+	 * invalidation, soon after), so its completion interrupt would only
+	 * cost an exit and a drain of an empty ring. Waiters for those poll.
+	 */
+	req->irq = sdev->use_irq && cmd->opcode == SVMDEV_OP_ACCESS;
+	if (req->irq)
 		cmd->flags |= SVMDEV_CMD_F_IRQ;
 	sdev->slots[slot] = req;
 	memcpy(&sdev->cmdq[sdev->cmdq_tail], cmd, sizeof(*cmd));
@@ -240,7 +264,7 @@ int svmdev_submit(struct svmdev *sdev, struct svmdev_cmd *cmd,
  */
 int svmdev_wait(struct svmdev *sdev, struct svmdev_req *req, const char *what)
 {
-	unsigned long step = sdev->use_irq ? HZ / 10 : 1;
+	unsigned long step = req->irq ? HZ / 10 : 1;
 	unsigned long start = jiffies;
 	bool reported = false;
 
@@ -364,6 +388,7 @@ static int svmdev_enable(struct svmdev *sdev)
 	writeq(sdev->fltq_dma, r + SVMDEV_REG_FLTQ_BASE);
 	writel(SVMDEV_FLTQ_ENTRIES, r + SVMDEV_REG_FLTQ_ENTRIES);
 	sdev->cmdq_tail = 0;
+	sdev->cmdq_head = 0;
 	sdev->cplq_head = 0;
 	sdev->fltq_head = 0;
 	writel(SVMDEV_CTRL_ENABLE, r + SVMDEV_REG_CONTROL);

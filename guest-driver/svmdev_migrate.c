@@ -214,43 +214,13 @@ static void svmdev_alloc_and_copy(struct svmdev_mirror *mirror,
 	}
 }
 
-/* Maps the pages that made it to VRAM, unless the range changed since. */
-static unsigned long svmdev_map_migrated(struct svmdev_mirror *mirror,
-					 struct svmdev_range *r,
-					 struct migrate_vma *args,
-					 unsigned long seq)
+static unsigned long svmdev_count_migrated(struct migrate_vma *args)
 {
-	struct svmdev *sdev = mirror->sdev;
 	unsigned long i, migrated = 0;
-	u64 old;
 
-	mutex_lock(&mirror->fault_lock);
-	mutex_lock(&mirror->pt_lock);
-	for (i = 0; i < args->npages; i++) {
-		struct page *dpage = migrate_pfn_to_page(args->dst[i]);
-		unsigned long va = args->start + (i << PAGE_SHIFT);
-		u64 leaf;
-
-		if (!dpage || !(args->src[i] & MIGRATE_PFN_MIGRATE))
-			continue;
-		migrated++;
-		if (mmu_interval_read_retry(&r->notifier, seq))
-			continue;
-		leaf = SVMDEV_PTE_VALID | SVMDEV_PTE_READ | SVMDEV_PTE_VRAM |
-		       svmdev_vram_offset(sdev, dpage);
-		if (args->dst[i] & MIGRATE_PFN_WRITE)
-			leaf |= SVMDEV_PTE_WRITE | SVMDEV_PTE_ATOMIC;
-		/* the old system mapping was cleared by the migration's invalidation */
-		if (!svmdev_pt_set(mirror, va, leaf, &old) &&
-		    (old & (SVMDEV_PTE_VALID | SVMDEV_PTE_SW_UNMAP))) {
-			svmdev_invalidate(mirror, va, va + PAGE_SIZE);
-			if (!(old & SVMDEV_PTE_VRAM))
-				dma_unmap_page(sdev->dev, old & SVMDEV_PTE_ADDR_MASK,
-					       PAGE_SIZE, DMA_BIDIRECTIONAL);
-		}
-	}
-	mutex_unlock(&mirror->pt_lock);
-	mutex_unlock(&mirror->fault_lock);
+	for (i = 0; i < args->npages; i++)
+		if (args->dst[i] && (args->src[i] & MIGRATE_PFN_MIGRATE))
+			migrated++;
 	return migrated;
 }
 
@@ -261,7 +231,7 @@ int svmdev_migrate_to_dev(struct svmdev_mirror *mirror, unsigned long start,
 	struct svmdev *sdev = mirror->sdev;
 	struct mm_struct *mm = mirror->mm;
 	unsigned long src[SVMDEV_RANGE_PAGES / 8], dst[SVMDEV_RANGE_PAGES / 8];
-	unsigned long addr, next, migrated;
+	unsigned long addr, next, migrated, mapped = 0;
 	int ret = 0;
 
 	if (READ_ONCE(sdev->draining) || !sdev->vram_npages)
@@ -275,21 +245,13 @@ int svmdev_migrate_to_dev(struct svmdev_mirror *mirror, unsigned long start,
 			.pgmap_owner = sdev,
 			.flags = MIGRATE_VMA_SELECT_SYSTEM,
 		};
-		struct svmdev_range *r = svmdev_range_get(mirror, addr);
-		unsigned long seq, want;
+		unsigned long want;
 
 		next = min3(ALIGN(addr + 1, SVMDEV_RANGE_SIZE), end,
 			    addr + ARRAY_SIZE(src) * PAGE_SIZE);
-		if (IS_ERR(r)) {
-			ret = PTR_ERR(r);
-			break;
-		}
 		want = (next - addr) >> PAGE_SHIFT;
 		if (READ_ONCE(sdev->vram_nfree) < want)
 			svmdev_evict(sdev, want - READ_ONCE(sdev->vram_nfree));
-		ret = svmdev_pt_reserve(mirror, SVMDEV_PT_LEVELS - 1);
-		if (ret)
-			break;
 
 		mmap_read_lock(mm);
 		args.vma = vma_lookup(mm, addr);
@@ -306,15 +268,9 @@ int svmdev_migrate_to_dev(struct svmdev_mirror *mirror, unsigned long start,
 			mmap_read_unlock(mm);
 			break;
 		}
-		/*
-		 * After setup: its own invalidation must not count as a change.
-		 * The collected pages are locked; invalidations in flight never
-		 * wait for those locks (they trylock), so waiting here is safe.
-		 */
-		seq = mmu_interval_read_begin(&r->notifier);
 		svmdev_alloc_and_copy(mirror, &args);
 		migrate_vma_pages(&args);
-		migrated = svmdev_map_migrated(mirror, r, &args, seq);
+		migrated = svmdev_count_migrated(&args);
 		migrate_vma_finalize(&args);
 		mmap_read_unlock(mm);
 
@@ -322,6 +278,21 @@ int svmdev_migrate_to_dev(struct svmdev_mirror *mirror, unsigned long start,
 		atomic64_add(migrated, &sdev->ctr[SVMDEV_CTR_TO_DEV]);
 		if (migrated < args.cpages)
 			(*retries)++;
+
+		/*
+		 * The migration's invalidations cleared the window's leaves,
+		 * including those of pages that were in VRAM already, and
+		 * migrate_vma_pages() invalidates again when it fills empty
+		 * entries. Map the window from what the CPU page table holds
+		 * now, with the usual read_begin/read_retry loop, rather than
+		 * trusting migrate_vma's view: a zap of a migration entry
+		 * (MADV_DONTNEED needs only mmap_read_lock) would leave a
+		 * migrated page unmapped and freed.
+		 */
+		ret = svmdev_mirror_fault(mirror, addr, next, false, false,
+					  &mapped, retries);
+		if (ret)
+			break;
 	}
 	mmput(mm);
 	return ret;
