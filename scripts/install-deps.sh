@@ -31,7 +31,10 @@ ensure_deb_src() {
 	fi
 	local mirror keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 	mirror=$(grep -rhsoE 'https?://[^ ]*/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ | head -n1 | tr -d ' ')
-	mirror=${mirror:-http://deb.debian.org/debian}
+	if [ -z "$mirror" ]; then
+		echo "install-deps: no Debian mirror in the apt sources to add a deb-src entry for" >&2
+		exit 1
+	fi
 	echo "install-deps: adding a deb-src entry for bookworm bookworm-updates ($mirror)"
 	$SUDO tee /etc/apt/sources.list.d/svmfuzz-deb-src.sources >/dev/null <<SRC
 Types: deb-src
