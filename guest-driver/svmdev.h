@@ -45,6 +45,35 @@
 /* invalid-entry software bit: the entry's DMA mapping awaits unmapping */
 #define SVMDEV_PTE_SW_UNMAP	(1ull << 6)
 
+/*
+ * The retry loops and the outcomes of an interval invalidation, as
+ * livelock reports and traces name them: EM(value, name) for each entry,
+ * EMe for the last, expanded by whoever includes the list.
+ */
+#define SVMDEV_LOOPS						\
+	EM(SVMDEV_LOOP_RANGE_FAULT,	"svmdev_range_fault")	\
+	EM(SVMDEV_LOOP_EXCLUSIVE,	"svmdev_exclusive")	\
+	EM(SVMDEV_LOOP_SNAPSHOT,	"dmirror_snapshot")	\
+	EMe(SVMDEV_LOOP_SUBMIT,		"svmdev_submit")
+
+#define SVMDEV_INVAL_OUTCOMES					\
+	EM(SVMDEV_INVAL_CLEARED,	"cleared")		\
+	EM(SVMDEV_INVAL_OWN_EXCLUSIVE,	"own_exclusive")	\
+	EM(SVMDEV_INVAL_SKIPPED,	"skipped")		\
+	EM(SVMDEV_INVAL_CONTENDED,	"contended")		\
+	EMe(SVMDEV_INVAL_FENCE_PENDING,	"fence_pending")
+
+#undef EM
+#undef EMe
+#define EM(a, b)	a,
+#define EMe(a, b)	a
+
+enum svmdev_loop { SVMDEV_LOOPS };
+enum svmdev_inval_outcome { SVMDEV_INVAL_OUTCOMES };
+
+#undef EM
+#undef EMe
+
 extern unsigned int svmdev_livelock_bound;
 extern unsigned int svmdev_prefetch_pages;
 extern unsigned int svmdev_fence_warn_ms;
@@ -227,8 +256,8 @@ int svmdev_copy(struct svmdev *sdev, struct svmdev_mirror *mirror, u64 src,
 		u64 dst, u64 bytes, u8 flags);
 int svmdev_status_errno(u32 status);
 u64 svmdev_read_counter(struct svmdev *sdev, unsigned int n);
-void svmdev_livelock_check(struct svmdev *sdev, const char *loop,
-			   unsigned long iter, bool *reported);
+void svmdev_loop_iter(struct svmdev *sdev, enum svmdev_loop loop,
+		      unsigned long iter, bool *reported);
 
 /* svmdev_pt.c: device page tables */
 int svmdev_pt_init(struct svmdev_mirror *mirror);

@@ -189,7 +189,7 @@ static int dmirror_snapshot_batch(struct svmdev_mirror *mirror,
 	if (ret)
 		return ret;
 	for (iter = 0;; iter++) {
-		svmdev_livelock_check(sdev, "dmirror_snapshot", iter, &reported);
+		svmdev_loop_iter(sdev, SVMDEV_LOOP_SNAPSHOT, iter, &reported);
 		if (fatal_signal_pending(current)) {
 			ret = -EINTR;
 			break;

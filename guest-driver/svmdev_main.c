@@ -20,6 +20,9 @@
 
 #include "svmdev.h"
 
+#define CREATE_TRACE_POINTS
+#include "svmdev_trace.h"
+
 static bool dmirror_compat;
 module_param(dmirror_compat, bool, 0444);
 MODULE_PARM_DESC(dmirror_compat,
@@ -60,15 +63,34 @@ void svmdev_put(struct svmdev *sdev)
 	kref_put(&sdev->kref, svmdev_release);
 }
 
-void svmdev_livelock_check(struct svmdev *sdev, const char *loop,
-			   unsigned long iter, bool *reported)
+#undef EM
+#undef EMe
+#define EM(a, b)	[a] = b,
+#define EMe(a, b)	[a] = b
+
+static const char * const svmdev_loop_names[] = { SVMDEV_LOOPS };
+
+#undef EM
+#undef EMe
+
+/*
+ * Called at the top of every iteration of a retry loop, @iter counting
+ * from 0 (the first attempt) or 1 (the first retry): traces each retry and
+ * reports, once per loop, one that passes livelock_bound.
+ */
+void svmdev_loop_iter(struct svmdev *sdev, enum svmdev_loop loop,
+		      unsigned long iter, bool *reported)
 {
+	if (iter)
+		trace_svmdev_retry(sdev, loop, iter);
 	if (*reported || !svmdev_livelock_bound || iter < svmdev_livelock_bound)
 		return;
 	*reported = true;
 	svmdev_count(sdev, SVMDEV_CTR_LIVELOCK);
+	trace_svmdev_livelock(sdev, loop, iter);
 	pr_err("svmdev: livelock suspected in %s: %lu iterations without progress (pid %d %s)\n",
-	       loop, iter, task_pid_nr(current), current->comm);
+	       svmdev_loop_names[loop], iter, task_pid_nr(current),
+	       current->comm);
 	dump_stack();
 }
 
@@ -232,7 +254,7 @@ int svmdev_submit(struct svmdev *sdev, struct svmdev_cmd *cmd,
 			continue;
 		}
 		wait_event_timeout(sdev->slot_wq, false, 1);
-		svmdev_livelock_check(sdev, "svmdev_submit", ++iter, &reported);
+		svmdev_loop_iter(sdev, SVMDEV_LOOP_SUBMIT, ++iter, &reported);
 	}
 
 	req->seq = (++sdev->seq_ctr * SVMDEV_MAX_INFLIGHT) + slot;

@@ -16,6 +16,7 @@
 #include <linux/slab.h>
 
 #include "svmdev.h"
+#include "svmdev_trace.h"
 
 #define SVMDEV_EVICT_BATCH	64
 
@@ -245,7 +246,7 @@ int svmdev_migrate_to_dev(struct svmdev_mirror *mirror, unsigned long start,
 			.pgmap_owner = sdev,
 			.flags = MIGRATE_VMA_SELECT_SYSTEM,
 		};
-		unsigned long want;
+		unsigned long want, remap_retries = 0;
 
 		next = min3(ALIGN(addr + 1, SVMDEV_RANGE_SIZE), end,
 			    addr + ARRAY_SIZE(src) * PAGE_SIZE);
@@ -290,7 +291,11 @@ int svmdev_migrate_to_dev(struct svmdev_mirror *mirror, unsigned long start,
 		 * migrated page unmapped and freed.
 		 */
 		ret = svmdev_mirror_fault(mirror, addr, next, false, false,
-					  &mapped, retries);
+					  &mapped, &remap_retries);
+		*retries += remap_retries;
+		trace_svmdev_migrate_to_dev(mirror, addr, args.npages,
+					    args.cpages, migrated,
+					    remap_retries);
 		if (ret)
 			break;
 	}
@@ -304,7 +309,7 @@ int svmdev_migrate_to_sys(struct svmdev_mirror *mirror, unsigned long start,
 	struct svmdev *sdev = mirror->sdev;
 	struct mm_struct *mm = mirror->mm;
 	unsigned long src[SVMDEV_RANGE_PAGES / 8], dst[SVMDEV_RANGE_PAGES / 8];
-	unsigned long addr, next, i;
+	unsigned long addr, next, migrated, i;
 	int ret = 0, err;
 
 	if (!mmget_not_zero(mm))
@@ -347,13 +352,12 @@ int svmdev_migrate_to_sys(struct svmdev_mirror *mirror, unsigned long start,
 				dst[i] |= MIGRATE_PFN_WRITE;
 		}
 		migrate_vma_pages(&args);
-		for (i = 0; i < args.npages; i++) {
-			if (dst[i] && (src[i] & MIGRATE_PFN_MIGRATE)) {
-				(*done)++;
-				svmdev_count(sdev, SVMDEV_CTR_TO_RAM);
-			}
-		}
+		migrated = svmdev_count_migrated(&args);
 		migrate_vma_finalize(&args);
+		*done += migrated;
+		atomic64_add(migrated, &sdev->ctr[SVMDEV_CTR_TO_RAM]);
+		trace_svmdev_migrate_to_ram(mirror, addr, args.npages,
+					    args.cpages, migrated);
 	}
 	mmap_read_unlock(mm);
 	mmput(mm);

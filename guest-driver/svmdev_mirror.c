@@ -15,6 +15,7 @@
 #include <linux/slab.h>
 
 #include "svmdev.h"
+#include "svmdev_trace.h"
 
 #define SVMDEV_FAULT_MAX_PAGES	4096	/* largest hinted fault window */
 #define SVMDEV_EXCL_BATCH	64
@@ -137,29 +138,45 @@ static bool svmdev_range_invalidate(struct mmu_interval_notifier *mni,
 	struct svmdev_range *r = container_of(mni, struct svmdev_range, notifier);
 	struct svmdev_mirror *mirror = r->mirror;
 	struct svmdev *sdev = mirror->sdev;
+	unsigned long start = max(range->start, r->start);
+	unsigned long end = min(range->end, r->end);
 	bool blockable = mmu_notifier_range_blockable(range);
-	bool ok;
+	enum svmdev_inval_outcome outcome;
+	bool ok = true;
 
+	trace_svmdev_invalidate_start(mirror, start, end, range->event,
+				      blockable);
 	/* our own device-exclusive conversion keeps the same pages mapped */
-	if (range->event == MMU_NOTIFY_EXCLUSIVE && range->owner == sdev)
-		return true;
+	if (range->event == MMU_NOTIFY_EXCLUSIVE && range->owner == sdev) {
+		outcome = SVMDEV_INVAL_OWN_EXCLUSIVE;
+		goto out;
+	}
 	/* test-only: leave the device mapping stale */
-	if (atomic_add_unless(&mirror->knobs.skip_invalidate, -1, 0))
-		return true;
+	if (atomic_add_unless(&mirror->knobs.skip_invalidate, -1, 0)) {
+		outcome = SVMDEV_INVAL_SKIPPED;
+		goto out;
+	}
 
 	if (blockable) {
 		mutex_lock(&mirror->pt_lock);
 	} else if (!mutex_trylock(&mirror->pt_lock)) {
 		svmdev_count(sdev, SVMDEV_CTR_INVAL_NONBLOCK_FAIL);
-		return false;
+		outcome = SVMDEV_INVAL_CONTENDED;
+		ok = false;
+		goto out;
 	}
 	mmu_interval_set_seq(mni, cur_seq);
 	svmdev_count(sdev, SVMDEV_CTR_INVALIDATIONS);
-	ok = svmdev_pt_clear(mirror, max(range->start, r->start),
-			     min(range->end, r->end), blockable);
+	ok = svmdev_pt_clear(mirror, start, end, blockable);
 	mutex_unlock(&mirror->pt_lock);
-	if (!ok)
+	if (ok) {
+		outcome = SVMDEV_INVAL_CLEARED;
+	} else {
 		svmdev_count(sdev, SVMDEV_CTR_INVAL_NONBLOCK_FAIL);
+		outcome = SVMDEV_INVAL_FENCE_PENDING;
+	}
+out:
+	trace_svmdev_invalidate_end(mirror, start, end, outcome);
 	return ok;
 }
 
@@ -467,7 +484,7 @@ static int svmdev_range_fault(struct svmdev_mirror *mirror,
 	}
 
 	for (iter = 0;; iter++) {
-		svmdev_livelock_check(sdev, "svmdev_range_fault", iter, &reported);
+		svmdev_loop_iter(sdev, SVMDEV_LOOP_RANGE_FAULT, iter, &reported);
 		if (READ_ONCE(mirror->dying) || fatal_signal_pending(current)) {
 			ret = -EINTR;
 			break;
@@ -575,7 +592,7 @@ static int svmdev_exclusive_batch(struct svmdev_mirror *mirror,
 	int ret, got;
 
 	for (iter = 0;; iter++) {
-		svmdev_livelock_check(sdev, "svmdev_exclusive", iter, &reported);
+		svmdev_loop_iter(sdev, SVMDEV_LOOP_EXCLUSIVE, iter, &reported);
 		if (READ_ONCE(mirror->dying) || fatal_signal_pending(current))
 			return -EINTR;
 		if (iter) {
@@ -834,6 +851,7 @@ static void svmdev_handle_fault(struct svmdev *sdev, struct svmdev_fault *rec)
 	if (!mirror) {
 		svmdev_fault_reply(sdev, rec, SVMDEV_OP_FAULT_CANCEL);
 		svmdev_count(sdev, SVMDEV_CTR_FAULT_CANCELS);
+		trace_svmdev_fault(sdev, rec, -ESRCH);
 		return;
 	}
 
@@ -868,6 +886,7 @@ static void svmdev_handle_fault(struct svmdev *sdev, struct svmdev_fault *rec)
 		svmdev_count(sdev, SVMDEV_CTR_FAULT_REPLAYS);
 	}
 	kcov_remote_stop();
+	trace_svmdev_fault(sdev, rec, ret);
 }
 
 void svmdev_fault_work(struct work_struct *work)

@@ -148,7 +148,7 @@ struct svmdev_knobs {
 #define SVMDEV_CTR_FAULT_CANCELS	2
 #define SVMDEV_CTR_HMM_BUSY		3	/* hmm_range_fault() returned -EBUSY */
 #define SVMDEV_CTR_READ_RETRY		4	/* mmu_interval_read_retry() said retry */
-#define SVMDEV_CTR_MIGRATE_RETRY	5	/* migration window retried */
+#define SVMDEV_CTR_MIGRATE_RETRY	5	/* always 0: no migration window is retried */
 #define SVMDEV_CTR_EXCL_RETRY		6	/* device-exclusive loop retried */
 #define SVMDEV_CTR_INVALIDATIONS	7	/* interval invalidations handled */
 #define SVMDEV_CTR_INVAL_NONBLOCK_FAIL	8	/* non-blockable invalidations refused */
