@@ -67,12 +67,7 @@ def programs(tmp_path_factory) -> dict[str, bytes]:
     svmprog = build_dir() / "fuzz" / "program" / "svmprog"
     if not svmprog.is_file():
         pytest.skip(f"no {svmprog}: build it (cmake --build <build> --target svmprog)")
-    d = tmp_path_factory.mktemp("programs")
-    paths = []
-    for name, text in PROGRAMS.items():
-        paths.append(d / f"{name}.svmp")
-        paths[-1].write_text("\n".join(line.strip() for line in text.strip().splitlines()) + "\n")
-    return dict(zip(PROGRAMS, runner.encode_programs(paths, svmprog)))
+    return runner.encode_texts(PROGRAMS, tmp_path_factory.mktemp("programs"), svmprog)
 
 
 @pytest.fixture(scope="module")

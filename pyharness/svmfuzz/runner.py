@@ -338,6 +338,15 @@ def encode_programs(paths: list[Path], svmprog: Path) -> list[bytes]:
         return [(Path(out) / f"{p.stem}.bin").read_bytes() for p in paths]
 
 
+def encode_texts(texts: dict[str, str], workdir: Path, svmprog: Path) -> dict[str, bytes]:
+    """The binary form of named programs given as text (indentation ignored)."""
+    paths = []
+    for name, text in texts.items():
+        paths.append(workdir / f"{name}.svmp")
+        paths[-1].write_text("\n".join(line.strip() for line in text.strip().splitlines()) + "\n")
+    return dict(zip(texts, encode_programs(paths, svmprog)))
+
+
 def describe(outcome: Outcome) -> list[str]:
     """Lines for a person: the outcome, then one per op that ran."""
     lines = [f"program {outcome.id}: {outcome.title()} ({outcome.seconds * 1000:.1f} ms, "
