@@ -295,12 +295,7 @@ Outcome Buffers::Touch(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMi
       })) {
     Faulted(sig, &out);
   }
-  Check(r, bad);
-  if (r.clipped && out.err == 0) {
-    out.err = EFAULT;
-    out.flags |= proto::kOpSkipped;
-  }
-  return out;
+  return Finish(r, bad, out);
 }
 
 Outcome Buffers::Read(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMismatch>* bad) {
@@ -317,12 +312,7 @@ Outcome Buffers::Read(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMis
       })) {
     Faulted(sig, &out);
   }
-  Check(r, bad);
-  if (r.clipped && out.err == 0) {
-    out.err = EFAULT;
-    out.flags |= proto::kOpSkipped;
-  }
-  return out;
+  return Finish(r, bad, out);
 }
 
 Outcome Buffers::Write(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
@@ -344,12 +334,7 @@ Outcome Buffers::Write(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
   });
   if (sig) Faulted(sig, &out);
   EndChange(r, next, sig != 0, State::kPattern, seed);
-  Check(r, bad);
-  if (r.clipped && out.err == 0) {
-    out.err = EFAULT;
-    out.flags |= proto::kOpSkipped;
-  }
-  return out;
+  return Finish(r, bad, out);
 }
 
 Outcome Buffers::Verify(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
@@ -373,12 +358,7 @@ Outcome Buffers::Verify(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
   }
   out.ret = out.err ? out.ret : differ;
   if (out.err == 0 && differ != 0) out.err = EILSEQ;
-  Check(r, bad);
-  if (r.clipped && out.err == 0) {
-    out.err = EFAULT;
-    out.flags |= proto::kOpSkipped;
-  }
-  return out;
+  return Finish(r, bad, out);
 }
 
 bool Buffers::Differs(const volatile uint64_t* src, const Page& seen, uint64_t page,
@@ -413,6 +393,15 @@ void Buffers::ReportIfStable(const Range& r, uint64_t page, const Page& seen, ui
   bad->push_back({static_cast<uint16_t>(r.id), static_cast<uint32_t>(page),
                   static_cast<uint16_t>(word * 8 + j), static_cast<uint8_t>(expected >> (8 * j)),
                   static_cast<uint8_t>(actual >> (8 * j))});
+}
+
+Outcome Buffers::Finish(const Range& r, std::vector<PageMismatch>* bad, Outcome out) {
+  Check(r, bad);
+  if (r.clipped && out.err == 0) {
+    out.err = EFAULT;
+    out.flags |= proto::kOpSkipped;
+  }
+  return out;
 }
 
 void Buffers::Check(const Range& r, std::vector<PageMismatch>* bad) {

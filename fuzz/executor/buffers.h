@@ -151,6 +151,9 @@ class Buffers {
   // Closes its file and marks it unmapped; the mapping is already gone.
   void ForgetLocked(Buffer* b);
   void Check(const Range& r, std::vector<PageMismatch>* bad);
+  // The end of every CPU access: check the range, and fail an access that
+  // reached past the buffer's end with EFAULT.
+  Outcome Finish(const Range& r, std::vector<PageMismatch>* bad, Outcome out);
   // Compares a page's bytes at `src` with what `seen` says; false if equal.
   static bool Differs(const volatile uint64_t* src, const Page& seen, uint64_t page,
                       uint64_t* word, uint64_t* expected, uint64_t* actual);

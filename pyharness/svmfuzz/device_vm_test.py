@@ -8,7 +8,6 @@ correct, the device is not) and stays silent when it does not.
 import pytest
 
 from svmfuzz import devctl, protocol, runner, vm
-from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import build_dir
 
 pytestmark = pytest.mark.vm
@@ -63,20 +62,13 @@ def pattern_word(seed: int, word: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def programs(tmp_path_factory) -> dict[str, bytes]:
-    svmprog = build_dir() / "fuzz" / "program" / "svmprog"
-    if not svmprog.is_file():
-        pytest.skip(f"no {svmprog}: build it (cmake --build <build> --target svmprog)")
+def programs(tmp_path_factory, svmprog) -> dict[str, bytes]:
     return runner.encode_texts(PROGRAMS, tmp_path_factory.mktemp("programs"), svmprog)
 
 
 @pytest.fixture(scope="module")
-def guest():
-    try:
-        artifacts = vm.Artifacts.from_build(build_dir())
-    except SvmfuzzError as e:
-        pytest.skip(str(e))
-    cfg = runner.RunnerConfig(vm.VmConfig(artifacts, build_dir() / "vm" / "device_vm_test",
+def guest(guest_artifacts):
+    cfg = runner.RunnerConfig(vm.VmConfig(guest_artifacts, build_dir() / "vm" / "device_vm_test",
                                           accel="tcg"))
     with runner.Runner(cfg, print) as r:
         r.boot()

@@ -15,8 +15,6 @@ from pathlib import Path
 import pytest
 
 from svmfuzz import protocol, runner, vm
-from svmfuzz.errors import SvmfuzzError
-from svmfuzz.oracles import console
 from svmfuzz.paths import build_dir
 
 pytestmark = pytest.mark.vm
@@ -69,21 +67,14 @@ LIVELOCK_OP_TIMEOUT_MS = 3000
 
 
 @pytest.fixture(scope="module")
-def programs(tmp_path_factory) -> dict[str, bytes]:
-    svmprog = build_dir() / "fuzz" / "program" / "svmprog"
-    if not svmprog.is_file():
-        pytest.skip(f"no {svmprog}: build it (cmake --build <build> --target svmprog)")
+def programs(tmp_path_factory, svmprog) -> dict[str, bytes]:
     return runner.encode_texts(PROGRAMS, tmp_path_factory.mktemp("programs"), svmprog)
 
 
 @pytest.fixture(scope="module")
-def guest():
-    try:
-        artifacts = vm.Artifacts.from_build(build_dir())
-    except SvmfuzzError as e:
-        pytest.skip(str(e))
+def guest(guest_artifacts):
     cfg = runner.RunnerConfig(
-        vm.VmConfig(artifacts, build_dir() / "vm" / "oracle_vm_test", accel="tcg",
+        vm.VmConfig(guest_artifacts, build_dir() / "vm" / "oracle_vm_test", accel="tcg",
                     extra_append=APPEND),
         op_timeout_ms=OP_TIMEOUT_MS)
     with runner.Runner(cfg, print) as r:

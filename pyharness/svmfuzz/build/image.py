@@ -2,7 +2,6 @@
 (test_hmm and our driver, debug info stripped) and an init that loads them.
 """
 
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path

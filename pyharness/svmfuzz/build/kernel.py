@@ -9,7 +9,6 @@ by everything that went into it.
 
 import os
 import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
