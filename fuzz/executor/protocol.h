@@ -142,7 +142,7 @@ struct ExecResult {
   std::vector<uint64_t> watchdog_deltas;
   std::vector<uint64_t> cover;         // distinct PCs of the program's threads
   std::vector<uint64_t> remote_cover;  // distinct PCs of the driver's workers for it
-  std::string message;                 // kExecutorError: why
+  std::string message;                 // kExecutorError: why; kStuck: the tasks' kernel stacks
 
   bool operator==(const ExecResult& o) const {
     return id == o.id && status == o.status && detail == o.detail &&

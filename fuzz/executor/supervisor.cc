@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <new>
+#include <sstream>
 #include <string>
 
 #include "executor/driver_ops.h"
@@ -40,21 +41,38 @@ uint64_t VmstatOomKills() {
   return 0;
 }
 
-// The state letter of a task that would not die: 'D' if any of its threads
-// sleeps uninterruptibly, else the first thread's.
-char TaskState(pid_t pid) {
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path);
+  return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+}
+
+// A task that would not die: its state letter ('D' if any of its threads
+// sleeps uninterruptibly, else the first thread's) and, for the host's
+// oracle, where each thread sleeps in the kernel, one frame a line as the
+// kernel prints them (" func+0x1c/0x40 [module]").
+char StuckTasks(pid_t pid, std::string* report) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/task";
   char state = '?';
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) return state;
   while (dirent* e = readdir(d)) {
     if (e->d_name[0] == '.') continue;
-    std::ifstream f(dir + "/" + e->d_name + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const std::string task = dir + "/" + e->d_name;
+    const std::string stat = ReadAll(task + "/stat");
+    const size_t open = stat.find('(');
     const size_t paren = stat.rfind(')');
-    if (paren == std::string::npos || paren + 2 >= stat.size()) continue;
+    if (open == std::string::npos || paren == std::string::npos || paren + 2 >= stat.size())
+      continue;
     const char s = stat[paren + 2];
     if (state == '?' || s == 'D') state = s;
+    *report += "task " + std::string(e->d_name) + " (" + stat.substr(open + 1, paren - open - 1) +
+               ") state " + s + ":\n";
+    // "[<0>] func+0x1c/0x40 [module]": the address is hidden from us anyway.
+    std::istringstream stack(ReadAll(task + "/stack"));
+    for (std::string line; std::getline(stack, line);) {
+      const size_t frame = line.find("] ");
+      *report += " " + (frame == std::string::npos ? line : line.substr(frame + 2)) + "\n";
+    }
   }
   closedir(d);
   return state;
@@ -237,7 +255,7 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
     // SIGKILL only acts when the task returns to user space; a task asleep in
     // D state or spinning in the kernel never does. Leave it and go on.
     result->status = proto::Status::kStuck;
-    result->detail = TaskState(pid);
+    result->detail = StuckTasks(pid, &result->message);
     close(pidfd);
     return;
   }

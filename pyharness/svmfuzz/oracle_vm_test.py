@@ -51,6 +51,15 @@ PROGRAMS = {
         write buf=0 off=0 pages=1 seed=1
         dev_read buf=0 off=0 pages=1
     """,
+    # The device drops the acknowledgement of the unmap's invalidation: the
+    # driver waits for that fence in D state, where SIGKILL cannot end it.
+    "lost_ack": """
+        mmap buf=0 pages=4 kind=anon prot=rw
+        write buf=0 off=0 pages=4 seed=1
+        mirror buf=0 off=0 pages=4 write=no
+        drop_acks count=1
+        munmap buf=0 off=0 pages=4
+    """,
     "sleep": """
         sleep us=1000000
         sleep us=1000000
@@ -135,6 +144,22 @@ def test_console(guest, programs):
     assert "svmdev_fault_work" in o.findings[0].report
     # A kernel report ends the life: the next program gets a fresh kernel.
     assert life.end == f"kernel: {o.title()}"
+
+
+def test_unkillable_task(guest, programs):
+    clean(guest.run(programs["unmap"]))
+    life = guest.life
+    with op_timeout(guest, LIVELOCK_OP_TIMEOUT_MS):
+        o = guest.run(programs["lost_ack"])
+    assert o.result is not None and o.result.status == protocol.Status.STUCK, runner.describe(o)
+    assert o.result.detail == ord("D")
+    # Named after where it sleeps, as the hung-task detector would name it.
+    f = o.findings[0]
+    assert f.category == "hang" and f.title.startswith("INFO: task hung in svmdev_"), f.title
+    assert "svmdev_wait" in [fr.function for fr in f.frames], f.report
+    assert {g.title for g in o.findings if g.category == "hang"} == {f.title}
+    # The task holds the device's fence: the next program gets a fresh guest.
+    assert life.end == f"kernel: {f.title}"
 
 
 def lose_during(r: runner.Runner, program: bytes, how) -> runner.Outcome:

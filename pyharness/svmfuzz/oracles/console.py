@@ -634,6 +634,21 @@ def parse(console: str) -> list[Finding]:
     return [_finding(lines, s, start_at) for s in starts]
 
 
+def stuck_finding(report: str) -> Finding:
+    """A finding for a task that SIGKILL could not end, from its threads'
+    kernel stacks (one frame a line, as /proc/<pid>/stack gives them). It
+    gets the title the hung-task detector's report of that task would get,
+    so both are one bug."""
+    frames = [p[0] for t in report.splitlines() if (p := _frame(t)) and not p[1]]
+    frame = _hang_frame(frames)
+    title = _in("INFO: task hung", frame)
+    v = _Verdict(title, "hang", frame)
+    return Finding(title=title, category="hang", frame=frame, report=report, frames=frames,
+                   stacks=[Stack("stack", frames)], corrupted=not frame,
+                   corrupted_reason="" if frame else "no frame to name the task after",
+                   signature=_signature(v, frames))
+
+
 def host_finding(kind: str, console: str = "", detail: str = "") -> Finding:
     """A finding for a VM or executor that stopped answering (EXECUTOR_LOST,
     VM_LOST, NO_OUTPUT). A kernel report in its console explains the loss

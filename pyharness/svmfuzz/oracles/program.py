@@ -16,6 +16,9 @@ while the program ran:
 - device stale access: a device reported on its control channel that an
   access used a translation after the driver's invalidation of it was
   acknowledged: "device stale access in ctx <n> at <page>";
+- unkillable task: a task of the program still alive after SIGKILL (the
+  executor's STUCK), named after where it sleeps in the kernel, with the
+  hung-task detector's title: "INFO: task hung in <frame>";
 - executor lost, VM lost, no output: the guest stopped answering
   (console.host_finding; a kernel report in the console names it instead).
 
@@ -59,8 +62,8 @@ def judge(result: protocol.ExecResult | None, window: str, lost: str = "",
     found = console.parse(window)
     if result is None:
         return _once(found) or [console.host_finding(lost, window, detail)]
-    return _once([*found, *_livelock(result), *_imbalance(result), *_corruption(result),
-                  *_stale(device_events)])
+    return _once([*found, *_livelock(result), *_stuck(result), *_imbalance(result),
+                  *_corruption(result), *_stale(device_events)])
 
 
 def _once(findings: list[Finding]) -> list[Finding]:
@@ -84,6 +87,14 @@ def _where(result: protocol.ExecResult) -> str:
     if result.status == protocol.Status.HUNG and 0 <= result.detail < len(result.ops):
         return f"op {result.detail} ({protocol.op_name(result.ops[result.detail].code)})"
     return "the program"
+
+
+def _stuck(result: protocol.ExecResult) -> list[Finding]:
+    if result.status != protocol.Status.STUCK:
+        return []
+    f = console.stuck_finding(result.message)
+    f.report = f"{result.title()}\n{result.message}"
+    return [f]
 
 
 def _livelock(result: protocol.ExecResult) -> list[Finding]:

@@ -126,3 +126,61 @@ def test_a_kernel_report_comes_before_a_stale_access():
     titles = [f.title for f in judge(result(), window, device_events=[event(devctl.Evt.STALE)])]
     assert titles[-1] == "device stale access in ctx 3 at 0x100000001000"
     assert len(titles) == 2
+
+
+STUCK_STACKS = """task 131 (svmfuzz-executo) state D:
+ svmdev_wait+0x1f6/0x2d0 [svmdev]
+ svmdev_fence+0x2c1/0x3a0 [svmdev]
+ svmdev_pt_unmap+0x19d/0x260 [svmdev]
+ svmdev_invalidate+0x2f4/0x4c0 [svmdev]
+ __mmu_notifier_invalidate_range_start+0x2b7/0x6f0
+ unmap_vmas+0x3c9/0x420
+ vms_clear_ptes+0x2b4/0x3c0
+ do_vmi_align_munmap+0x39d/0x5e0
+ __vm_munmap+0x1a6/0x330
+ __x64_sys_munmap+0x59/0x80
+ do_syscall_64+0x6c/0x140
+ entry_SYSCALL_64_after_hwframe+0x76/0x7e
+task 132 (svmfuzz-executo) state S:
+ futex_wait_queue+0xe1/0x1a0
+"""
+
+
+def stuck(state: int, stacks: str) -> p.ExecResult:
+    r = result(message=stacks)
+    r.status, r.detail = p.Status.STUCK, state
+    return r
+
+
+def test_a_task_sigkill_cannot_end_is_a_hung_task_named_after_where_it_sleeps():
+    r = stuck(ord("D"), STUCK_STACKS)
+    (f,) = judge(r, "")
+    # The title the hung-task detector's report of the same task gets.
+    assert f.title == "INFO: task hung in svmdev_fence" and f.category == "hang"
+    assert f.frames[0].function == "svmdev_wait" and f.frames[0].module == "svmdev"
+    assert f.report.startswith("stuck in state D after SIGKILL\ntask 131")
+    assert not f.corrupted
+
+
+def test_the_stuck_task_and_the_kernels_hung_task_report_are_one_finding():
+    report = ("[   45.0][  T30] INFO: task svmfuzz-executo:131 blocked for more than 30 seconds.\n"
+              "[   45.0][  T30]       Not tainted 6.12.57 #1\n"
+              "[   45.0][  T30] task:svmfuzz-executo state:D stack:0 pid:131\n"
+              "[   45.0][  T30] Call Trace:\n"
+              "[   45.0][  T30]  <TASK>\n"
+              "[   45.0][  T30]  __schedule+0x8f1/0x1c40\n"
+              "[   45.0][  T30]  schedule+0x6e/0x1a0\n"
+              "[   45.0][  T30]  schedule_timeout+0x10f/0x200\n"
+              "[   45.0][  T30]  wait_for_completion_timeout+0x160/0x2a0\n"
+              "[   45.0][  T30]  svmdev_wait+0x1f6/0x2d0 [svmdev]\n"
+              "[   45.0][  T30]  svmdev_fence+0x2c1/0x3a0 [svmdev]\n"
+              "[   45.0][  T30]  svmdev_pt_unmap+0x19d/0x260 [svmdev]\n"
+              "[   45.0][  T30]  </TASK>\n")
+    r = stuck(ord("D"), STUCK_STACKS)
+    assert [f.title for f in judge(r, report)] == ["INFO: task hung in svmdev_fence"]
+
+
+def test_a_stuck_task_without_a_stack_is_still_a_finding():
+    r = stuck(ord("R"), "")
+    (f,) = judge(r, "")
+    assert f.title == "INFO: task hung" and f.corrupted
