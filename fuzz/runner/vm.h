@@ -1,0 +1,101 @@
+// One QEMU process running the guest: svmdev devices, the kernel and
+// initramfs the build made, a console log, the executor's virtio-serial port
+// and each device's control channel, all on unix sockets in a private
+// directory. Destroying a Vm kills QEMU: it never outlives its owner.
+#ifndef SVMFUZZ_RUNNER_VM_H_
+#define SVMFUZZ_RUNNER_VM_H_
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runner/devctl.h"
+#include "runner/executor_link.h"
+
+namespace svmfuzz {
+
+// The virtio-serial port the executor looks for.
+inline constexpr char kExecutorPortName[] = "svmfuzz.exec";
+
+struct VmConfig {
+  std::filesystem::path qemu;       // qemu-system-x86_64
+  std::filesystem::path kernel;     // the kernel artifact directory (bzImage, ...)
+  std::filesystem::path initramfs;  // initramfs.cpio
+  std::filesystem::path workdir;    // console and QEMU logs
+  std::string name = "vm0";
+  std::string accel = "tcg";
+  int cpus = 2;
+  std::string memory = "2G";
+  int devices = 1;
+  std::string run = "executor";  // what the guest's init runs
+  bool interactive = false;      // the console on this terminal
+  std::vector<std::string> extra_append;
+};
+
+class Vm {
+ public:
+  explicit Vm(VmConfig cfg);
+  ~Vm();
+  Vm(const Vm&) = delete;
+  Vm& operator=(const Vm&) = delete;
+
+  const VmConfig& config() const { return cfg_; }
+  std::vector<std::string> Argv() const;
+  const std::filesystem::path& console_log() const { return console_log_; }
+  const std::filesystem::path& stderr_log() const { return stderr_log_; }
+  const std::filesystem::path& socket_dir() const { return sockdir_; }
+  std::filesystem::path exec_socket() const { return sockdir_ / "exec.sock"; }
+  std::filesystem::path qmp_socket() const { return sockdir_ / "qmp.sock"; }
+  std::filesystem::path ctl_socket(int index) const;
+  pid_t pid() const { return pid_; }
+
+  bool Start(std::string* error);
+  bool Alive();
+  // QEMU's exit status (negative: the signal that killed it) once it has
+  // exited, waiting at most `timeout` seconds (negative: for ever).
+  std::optional<int> WaitExit(double timeout);
+  void Kill();
+  double Elapsed() const;
+
+  // Each fails with `error` naming this VM and saying what became of it.
+  bool WaitReady(double timeout, std::string* error);
+  const proto::Ready& ready() const { return ready_; }
+  LinkStatus Ping(double* seconds, std::string* error);
+  LinkStatus Execute(const proto::ExecRequest& request, double timeout, DeviceHandler* devices,
+                     Executed* out, std::string* error);
+  // Asks the guest to power off and waits for QEMU to exit.
+  bool PowerOff(double timeout, std::string* error);
+  // A connected client of device `index`'s control channel (svm<index>), the
+  // same one on every call: the channel takes one client at a time.
+  std::shared_ptr<DevCtl> ControlChannel(int index, double timeout, std::string* error);
+
+  // What to tell of a guest that went away `what` ("and closed the executor
+  // port"): QEMU's exit status, what it wrote on stderr and the console's tail.
+  std::string Died(const std::string& what);
+  std::string ConsoleTail(size_t lines) const;
+
+ private:
+  ExecutorLink* Link(Clock::time_point deadline, std::string* error);
+  LinkStatus Explain(LinkStatus status, std::string* error);
+  void Reap(int status);
+
+  VmConfig cfg_;
+  std::filesystem::path console_log_;
+  std::filesystem::path stderr_log_;
+  std::filesystem::path sockdir_;
+  pid_t pid_ = -1;
+  std::optional<int> exit_status_;
+  Clock::time_point started_;
+  std::unique_ptr<ExecutorLink> link_;
+  std::map<int, std::shared_ptr<DevCtl>> ctls_;
+  proto::Ready ready_;
+};
+
+}  // namespace svmfuzz
+
+#endif  // SVMFUZZ_RUNNER_VM_H_
