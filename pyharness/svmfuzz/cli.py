@@ -5,6 +5,7 @@ import os
 import sys
 from pathlib import Path
 
+from svmfuzz import native
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import build_dir
 
@@ -119,6 +120,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
+    # The C++ runner module comes from the build the command names.
+    native.use_build(Path(args.build_dir))
     try:
         return args.func(args)
     except SvmfuzzError as e:

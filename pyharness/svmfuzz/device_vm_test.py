@@ -68,8 +68,8 @@ def programs(tmp_path_factory, svmprog) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def guest(guest_artifacts):
-    cfg = runner.RunnerConfig(vm.VmConfig(guest_artifacts, build_dir() / "vm" / "device_vm_test",
-                                          accel="tcg"))
+    cfg = runner.RunnerConfig(vm.config(guest_artifacts, build_dir() / "vm" / "device_vm_test",
+                                        accel="tcg"))
     with runner.Runner(cfg, print) as r:
         r.boot()
         yield r
@@ -101,7 +101,7 @@ def test_fault_storm_and_delayed_acks_on_a_correct_driver(guest, programs):
 
 
 def test_stale_access_found_with_early_acks_and_not_without(guest, programs):
-    ctl = guest.vm.devctl(0)
+    ctl = guest.devctl(0)
     clean(guest.run(programs["stale"]))
     ctl.inval_mode(devctl.InvalMode.EARLY_ACK, 64)
     try:

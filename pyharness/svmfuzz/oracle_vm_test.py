@@ -9,6 +9,8 @@ lost VM each end theirs, and go last in that order.
 """
 
 import contextlib
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -83,8 +85,8 @@ def programs(tmp_path_factory, svmprog) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def guest(guest_artifacts):
     cfg = runner.RunnerConfig(
-        vm.VmConfig(guest_artifacts, build_dir() / "vm" / "oracle_vm_test", accel="tcg",
-                    extra_append=APPEND),
+        vm.config(guest_artifacts, build_dir() / "vm" / "oracle_vm_test", accel="tcg",
+                  extra_append=APPEND),
         op_timeout_ms=OP_TIMEOUT_MS)
     with runner.Runner(cfg, print) as r:
         yield r
@@ -163,8 +165,8 @@ def test_unkillable_task(guest, programs):
 
 
 def lose_during(r: runner.Runner, program: bytes, how) -> runner.Outcome:
-    """Runs `program` and does `how(vm)` a second into it."""
-    timer = threading.Timer(1.0, how, [r.vm])
+    """Runs `program` and does `how(qemu_pid, qmp_socket)` a second into it."""
+    timer = threading.Timer(1.0, how, [r.vm_pid, r.qmp_socket])
     timer.start()
     try:
         return r.run(program)
@@ -175,15 +177,15 @@ def lose_during(r: runner.Runner, program: bytes, how) -> runner.Outcome:
 def test_executor_lost(guest, programs):
     clean(guest.run(programs["sleep"]))
     # SysRq-i kills every task but init: the executor goes, the kernel stays.
-    o = lose_during(guest, programs["sleep"], lambda v: v.qmp(
-        "send-key", keys=[{"type": "qcode", "data": k} for k in ("alt", "sysrq", "i")]))
+    o = lose_during(guest, programs["sleep"], lambda pid, qmp: vm.qmp(
+        qmp, "send-key", keys=[{"type": "qcode", "data": k} for k in ("alt", "sysrq", "i")]))
     assert o.result is None and titles(o) == ["executor lost"], runner.describe(o)
     assert o.findings[0].category == "lost" and runner.EXECUTOR_EXITED in o.findings[0].report
 
 
 def test_vm_lost(guest, programs):
     clean(guest.run(programs["sleep"]))
-    o = lose_during(guest, programs["sleep"], lambda v: v.proc.kill())
+    o = lose_during(guest, programs["sleep"], lambda pid, qmp: os.kill(pid, signal.SIGKILL))
     assert o.result is None and titles(o) == ["lost connection to test machine"], \
         runner.describe(o)
     assert "QEMU exited (-9)" in o.lost

@@ -1,24 +1,22 @@
 """Running programs in the guest, VM life after VM life.
 
-A Runner owns one VM at a time. It sends each program to the executor and
-returns what came back; when the guest is lost (QEMU exits, the executor stops
-answering or closes its port) or can no longer be trusted (the kernel reported
-trouble, or a program left a task the kernel cannot kill), it ends that VM
-life and boots the next one before the next program. Every life keeps its own
-console log, named after the life, so the console of a crash is never
-overwritten by the reboot that follows it.
+The C++ runner (fuzz/runner/runner.h, native.Runner) owns one VM at a time:
+it sends each program to the executor, performs the program's device
+actions (dev_access, fault_storm, delay_acks, drop_acks, fail_dma) through
+the devices' control channels meanwhile, and returns what came back with the
+console the kernel printed while it ran. It ends a VM life when the guest is
+lost (QEMU exits, the executor stops answering or closes its port) or a
+program left a task the kernel cannot kill, and boots the next one before
+the next program. Every life keeps its own console log, named after the
+life, so the console of a crash is never overwritten by the reboot that
+follows it.
 
-Each program's outcome carries its findings (oracles/program.py): what the
+Here each program's outcome gets its findings (oracles/program.py): what the
 kernel printed while it ran, what its result says, and what the devices
-reported on their control channels.
-
-A program's device actions (dev_access, fault_storm, delay_acks, drop_acks,
-fail_dma) are the device's own doing: the executor asks the host with a
-DEVICE message, and DeviceActions performs them through the device's control
-channel while the runner waits for the program's result.
+reported on their control channels; and a life whose kernel reported
+trouble ends, so the next program gets a fresh kernel.
 """
 
-import dataclasses
 import subprocess
 import re
 import tempfile
@@ -26,41 +24,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svmfuzz import devctl, protocol
+from svmfuzz import native, protocol
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.oracles import console
 from svmfuzz.oracles.console import Finding
 from svmfuzz.oracles.program import DRIVER_CATEGORIES, judge
 from svmfuzz.paths import REPO_ROOT
-from svmfuzz.vm import Vm, VmConfig, config_from_args
+from svmfuzz.vm import config_from_args
 
-# A killed program may take this long to die before the executor gives up on
-# it (Supervisor::kKillGraceMs), and answering takes a little more.
-EXECUTOR_KILL_GRACE = 5.0
 # What the guest's init prints when the executor has gone; it then powers off.
 EXECUTOR_EXITED = "svmfuzz-init: executor exited"
 
 
-@dataclass
-class RunnerConfig:
-    vm: VmConfig
-    boot_timeout: float = 300
-    op_timeout_ms: int = 5000
-    program_timeout_ms: int = 20000
-    cover: bool = True
-    cover_cap: int = 65536
-    # Seconds past the program's own deadline before the guest counts as hung.
-    result_slack: float = 30
-
-
-@dataclass
-class Life:
-    """One boot of the VM."""
-    index: int
-    console_log: Path
-    boot_seconds: float = 0.0
-    programs: int = 0
-    end: str = ""  # why it ended; "" while it runs or if it was shut down cleanly
+def __getattr__(name: str):
+    # The runner's configuration is the C++ one: RunnerConfig(vm, boot_timeout=,
+    # op_timeout_ms=, program_timeout_ms=, cover=, cover_cap=, result_slack=).
+    if name == "RunnerConfig":
+        return native.RunnerConfig
+    raise AttributeError(name)
 
 
 @dataclass
@@ -68,7 +49,7 @@ class Outcome:
     """What running one program gave."""
     id: int
     result: protocol.ExecResult | None  # None: the guest was lost before it answered
-    life: Life
+    life: "native.Life"
     lost: str = ""                      # why the guest was lost, if it was
     findings: list[Finding] = field(default_factory=list)  # the primary first
     seconds: float = 0.0
@@ -79,132 +60,12 @@ class Outcome:
         return self.result.title()
 
 
-_OP = {name: code for code, name in enumerate(protocol.OP_NAMES)}
-# Events the devices stream: the stale-access oracle's, and the end of a
-# stalled device access. The device blocks while its channel is full, so
-# nothing that arrives by the thousand (faults, invalidations) is asked for.
-EVENTS = devctl.Evt.STALE | devctl.Evt.ACCESS_DONE
-# delay_acks holds every invalidation of its window (the device holds at most
-# 64 at a time and performs the rest at once).
-ALL_INVALIDATIONS = 0xFFFFFFFF
-# How often a wait on the device looks at the time (delay_acks releases).
-_TICK = 0.05
-
-
-class DeviceActions:
-    """The devices of one VM life, acting as a program asks: each request is
-    performed through the device's control channel and answered with its
-    status. What a program sets up (held, dropped or early acknowledgements,
-    failing DMA) ends with it."""
-
-    def __init__(self, vm: Vm, access_timeout: float, log=lambda msg: None) -> None:
-        self.ctls = [vm.devctl(i) for i in range(vm.cfg.devices)]
-        for ctl in self.ctls:
-            ctl.set_events(EVENTS)
-        self.access_timeout = access_timeout
-        self.log = log
-        self._armed: set[int] = set()        # devices with an injection of this program
-        self._release: dict[int, float] = {}  # device: when delay_acks ends
-        self._delaying: set[int] = set()      # devices whose mode delay_acks set
-
-    def perform(self, req: protocol.DeviceRequest) -> protocol.DeviceReply:
-        unavailable = protocol.DeviceReply(req.seq, protocol.DEVICE_UNAVAILABLE)
-        if req.device >= len(self.ctls):
-            return unavailable
-        ctl = self.ctls[req.device]
-        op = protocol.op_name(req.op)
-        try:
-            if op == "dev_access":
-                r = self._access(ctl, req)
-            elif op == "fault_storm":
-                # `arg1` accesses spread evenly over `arg0` pages.
-                stride = max(req.arg0 * 4096 // max(req.arg1, 1), 1)
-                r = ctl.fault_storm(req.ctx, req.va, stride, min(req.arg1, 0xFFFF),
-                                    devctl.Kind.READ)
-            elif op == "delay_acks":
-                self._armed.add(req.device)
-                self._delaying.add(req.device)
-                r = ctl.inval_mode(devctl.InvalMode.DELAY, ALL_INVALIDATIONS)
-                until = time.monotonic() + req.arg0 / 1e6
-                self._release[req.device] = max(self._release.get(req.device, 0), until)
-            elif op == "drop_acks":
-                self._armed.add(req.device)
-                self._delaying.discard(req.device)
-                r = ctl.inval_mode(devctl.InvalMode.DROP, req.arg0)
-            elif op == "fail_dma":
-                self._armed.add(req.device)
-                r = ctl.fail_dma(0, req.arg0)
-            else:
-                return unavailable
-        except devctl.DevCtlError as e:
-            self.log(f"runner: {op} on svm{req.device}: {e}")
-            return unavailable
-        return protocol.DeviceReply(req.seq, r.status, r.value)
-
-    def _access(self, ctl: devctl.DevCtl, req: protocol.DeviceRequest) -> devctl.Result:
-        """A word access; one that stalls is waited for until the driver
-        replays or cancels it, or access_timeout passes (then STALLED)."""
-        kind = devctl.Kind(req.arg0)
-        r = ctl.access(req.ctx, req.va, kind, 8, 0 if kind == devctl.Kind.READ else 1)
-        if r.status != devctl.Status.STALLED:
-            return r
-        tag = ctl.tag
-        deadline = time.monotonic() + self.access_timeout
-        while True:
-            for e in ctl.events:
-                if e.kind == devctl.Evt.ACCESS_DONE and e.tag == tag:
-                    ctl.events.remove(e)
-                    return devctl.Result(e.arg, e.code, 0)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return r
-            self.poll()
-            ctl.poll_events(min(left, _TICK))
-
-    def poll(self) -> float:
-        """Ends the delays that are due; seconds until the next one."""
-        now = time.monotonic()
-        for device, until in list(self._release.items()):
-            if until <= now:
-                del self._release[device]
-                self._end_delay(device)
-        return min(self._release.values(), default=now + 3600) - now
-
-    def _end_delay(self, device: int) -> None:
-        ctl = self.ctls[device]
-        if device in self._delaying:  # not since replaced by drop_acks
-            self._delaying.discard(device)
-            ctl.inval_mode(devctl.InvalMode.NORMAL, 0)
-        ctl.release()
-
-    def finish(self) -> list[devctl.Event]:
-        """After a program: ends what it set up on the devices and returns the
-        stale accesses they reported while it ran."""
-        self._release.clear()
-        self._delaying.clear()
-        stale = []
-        for i, ctl in enumerate(self.ctls):
-            if i in self._armed:
-                ctl.inval_mode(devctl.InvalMode.NORMAL, 0)
-                ctl.fail_dma(0, 0)
-                ctl.release()
-            else:
-                ctl.ping()  # after every event the device sent before now
-            stale += [e for e in ctl.events if e.kind == devctl.Evt.STALE]
-            ctl.events.clear()
-        self._armed.clear()
-        return stale
-
-
 class Runner:
-    def __init__(self, cfg: RunnerConfig, log=lambda msg: None) -> None:
-        self.cfg = cfg
-        self.log = log
-        self.vm: Vm | None = None
-        self.lives: list[Life] = []
-        self._next_id = 1
-        self._console_seen = 0
-        self.devices: DeviceActions | None = None
+    def __init__(self, cfg: "native.RunnerConfig", log=lambda msg: None) -> None:
+        self._native = native.Runner(cfg, log)
+        self._lost_kinds = {native.Lost.NONE: "", native.Lost.NO_OUTPUT: console.NO_OUTPUT,
+                            native.Lost.EXECUTOR_LOST: console.EXECUTOR_LOST,
+                            native.Lost.VM_LOST: console.VM_LOST}
 
     def __enter__(self) -> "Runner":
         return self
@@ -213,117 +74,57 @@ class Runner:
         self.close()
 
     @property
-    def life(self) -> Life | None:
-        return self.lives[-1] if self.lives else None
+    def cfg(self) -> "native.RunnerConfig":
+        """The runner's own: a change applies from the next program (timeouts)
+        or the next life (the VM)."""
+        return self._native.config
 
-    def boot(self) -> Life:
+    @property
+    def lives(self) -> list["native.Life"]:
+        return self._native.lives
+
+    @property
+    def life(self) -> "native.Life | None":
+        return self._native.life
+
+    @property
+    def vm_pid(self) -> int | None:
+        """QEMU's process of the current life."""
+        return self._native.vm_pid
+
+    @property
+    def qmp_socket(self) -> Path | None:
+        """The QEMU monitor of the current life (vm.qmp)."""
+        return self._native.qmp_socket
+
+    def boot(self) -> "native.Life":
         """Starts the next VM life and waits for its executor."""
-        self._end_life("replaced")
-        index = len(self.lives)
-        cfg = dataclasses.replace(self.cfg.vm, name=f"{self.cfg.vm.name}-life{index:03d}")
-        vm = Vm(cfg)
-        life = Life(index, vm.console_log)
-        self.lives.append(life)
-        self.vm = vm
-        self._console_seen = 0
-        vm.start()
-        try:
-            life.boot_seconds = vm.wait_ready(self.cfg.boot_timeout)
-        except SvmfuzzError as e:
-            self._end_life(f"boot failed: {str(e).splitlines()[0]}")
-            raise
-        # A stalled access waits no longer than an op may take.
-        access_timeout = (self.cfg.op_timeout_ms or self.cfg.program_timeout_ms) / 1000
-        try:
-            self.devices = DeviceActions(vm, access_timeout, self.log)
-        except (SvmfuzzError, devctl.DevCtlError, OSError) as e:
-            self._end_life(f"device control channel: {str(e).splitlines()[0]}")
-            raise SvmfuzzError(f"{cfg.name}: device control channel: {e}") from e
-        self.log(f"runner: life {index} ready in {life.boot_seconds:.1f} s "
-                 f"(features {self.vm.ready.features!r}); console {life.console_log}")
-        return life
+        return self._native.boot()
 
     def run(self, program: bytes, knobs: protocol.Knobs | None = None) -> Outcome:
         """Runs one program (its binary form), booting a VM first if there is
         none. `knobs`: test-only driver knobs for the program's device files."""
-        if self.vm is None:
-            self.boot()
-        life = self.life
-        request = protocol.ExecRequest(
-            self._next_id, program, protocol.EXEC_COVER if self.cfg.cover else 0,
-            self.cfg.op_timeout_ms, self.cfg.program_timeout_ms, self.cfg.cover_cap, knobs)
-        self._next_id += 1
-        timeout = (self.cfg.program_timeout_ms / 1000 + EXECUTOR_KILL_GRACE
-                   + self.cfg.result_slack)
-        start = time.monotonic()
-        window_start = self._console_seen
-        result, lost, kind, stale = None, "", "", []
-        try:
-            result = self.vm.execute(request, timeout, self.devices)
-            stale = self.devices.finish()
-        except TimeoutError:
-            lost, kind = f"no result within {timeout:.0f} s", console.NO_OUTPUT
-        except (SvmfuzzError, devctl.DevCtlError, OSError) as e:
-            lost = str(e).splitlines()[0]
-            kind = console.EXECUTOR_LOST if self.vm.alive() else console.VM_LOST
-        life.programs += 1
-        if lost:
-            self._end_life(lost)
-        window = self._read_console(window_start, whole=bool(lost))
-        if lost and EXECUTOR_EXITED in window:
-            kind = console.EXECUTOR_LOST  # the guest powered off because it had gone
-        findings = judge(result, window, kind, lost, device_events=stale)
+        o = self._native.run(program, knobs.values() if knobs is not None else [])
+        result = None if o.result is None else protocol.ExecResult.decode(o.result)
+        findings = judge(result, o.console, self._lost_kinds[o.lost_kind], o.lost,
+                         device_events=o.stale)
         kernel = [f for f in findings if f.category not in DRIVER_CATEGORIES]
-        if not lost and kernel:
-            self._end_life(f"kernel: {kernel[0].title}")
+        if not o.lost and kernel:
+            self._native.end_life(f"kernel: {kernel[0].title}")
             # The rest of a report the kernel was still printing belongs to it.
-            window = self._read_console(window_start, whole=True)
-            findings = judge(result, window, device_events=stale)
-        elif result is not None and result.status == protocol.Status.STUCK:
-            self._end_life(f"program {request.id} left a task in state {chr(result.detail)}")
-        return Outcome(request.id, result, life, lost, findings, time.monotonic() - start)
+            findings = judge(result, self._native.console_window(o), device_events=o.stale)
+        return Outcome(o.id, result, o.life, o.lost, findings, o.seconds)
 
     def ping(self) -> float:
-        if self.vm is None:
-            self.boot()
-        return self.vm.ping()
+        return self._native.ping()
+
+    def devctl(self, index: int) -> "native.DevCtl":
+        """Device `index`'s control channel in the current life."""
+        return self._native.devctl(index)
 
     def close(self) -> None:
         """Powers the guest off (or kills it if it does not answer)."""
-        if self.vm is not None and self.vm.alive() and not self.life.end:
-            try:
-                self.vm.poweroff(30)
-            except (SvmfuzzError, OSError, TimeoutError):
-                pass
-        self._end_life("")
-
-    def _read_console(self, start: int, whole: bool) -> str:
-        """This life's console from `start`: whole lines only while the life
-        goes on (a line still being printed is the next program's), all of it
-        once the life has ended."""
-        try:
-            with open(self.life.console_log, "rb") as f:
-                f.seek(start)
-                text = f.read()
-        except OSError:
-            return ""
-        cut = len(text) if whole else text.rfind(b"\n") + 1
-        self._console_seen = start + cut
-        return text[:cut].decode(errors="replace")
-
-    def _end_life(self, why: str) -> None:
-        if self.vm is None:
-            return
-        # Let the console catch up with what the kernel printed while dying.
-        if why and self.vm.alive():
-            time.sleep(0.2)
-        self.vm.kill()
-        self.devices = None
-        self.life.end = why
-        if why:
-            self.log(f"runner: life {self.life.index} ended after {self.life.programs} "
-                     f"program(s): {why}")
-        self.vm = None
+        self._native.close()
 
 
 def encode_programs(paths: list[Path], svmprog: Path) -> list[bytes]:
@@ -380,9 +181,9 @@ def run_command(args, log) -> int:
     svmprog = build / "fuzz" / "program" / "svmprog"
     paths = [Path(p) for p in args.programs]
     programs = encode_programs(paths, svmprog)
-    cfg = RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout,
-                       op_timeout_ms=args.op_timeout_ms,
-                       program_timeout_ms=args.program_timeout_ms)
+    cfg = native.RunnerConfig(config_from_args(args, "executor", log),
+                              boot_timeout=args.timeout, op_timeout_ms=args.op_timeout_ms,
+                              program_timeout_ms=args.program_timeout_ms)
     failed = False
     with Runner(cfg, log) as runner:
         runner.boot()
@@ -410,7 +211,7 @@ def boot_command(args, log) -> int:
     svmdev, and exercises the device once with the smoke program."""
     build = Path(args.build_dir)
     (program,) = encode_programs([SMOKE_PROGRAM], build / "fuzz" / "program" / "svmprog")
-    cfg = RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout)
+    cfg = native.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout)
     with Runner(cfg, log) as runner:
         life = runner.boot()
         log(f"boot: executor ready in {life.boot_seconds:.1f} s ({cfg.vm.accel}, "

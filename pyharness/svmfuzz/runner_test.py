@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from svmfuzz import protocol, runner, vm
+from svmfuzz import native, protocol, runner, vm
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import build_dir
 from svmfuzz.vm_test import make_artifacts
@@ -15,12 +15,14 @@ GUEST_HANGS = b"\xfd"
 EXECUTOR_LEAVES = b"\xfc"
 KERNEL_WARNS = b"\xfb"
 DEVICE_ACCESS = b"\xfa"
+TASK_STUCK = b"\xf9"
+EXECUTOR_EXITS = b"\xf8"
 
 
 @pytest.fixture
 def cfg(tmp_path):
     artifacts = make_artifacts(tmp_path)
-    return runner.RunnerConfig(vm.VmConfig(artifacts, tmp_path / "work"), boot_timeout=20,
+    return runner.RunnerConfig(vm.config(artifacts, tmp_path / "work"), boot_timeout=20,
                                program_timeout_ms=500, result_slack=1)
 
 
@@ -33,6 +35,7 @@ def test_runs_programs_in_one_life(cfg):
     assert [o.code for o in a.result.ops] == [1, 2, 3]
     assert b.id == a.id + 1 and not b.lost and not b.findings
     assert len(r.lives) == 1 and r.lives[0].programs == 2 and r.lives[0].end == ""
+    assert r.lives[0].console_log.name == "vm0-life000.console.log"
 
 
 def test_device_requests_are_performed_and_stale_accesses_found(cfg):
@@ -42,6 +45,16 @@ def test_device_requests_are_performed_and_stale_accesses_found(cfg):
     assert o.result.ops[0].ret == 0x1234  # what the device's ACCESS read
     assert [f.title for f in o.findings] == ["device stale access in ctx 3 at 0x100000000000"]
     assert clean.findings == [] and clean.life is o.life  # the kernel is still fit
+
+
+def test_the_runners_control_channel_is_the_programs_devices(cfg):
+    with runner.Runner(cfg) as r:
+        r.boot()
+        ctl = r.devctl(0)
+        assert ctl.ping() == (0x10000, 0)
+        assert r.run(b"\x01").result.status == protocol.Status.OK
+    with pytest.raises(SvmfuzzError, match="no VM"):
+        r.devctl(0)
 
 
 def test_kernel_crash_ends_the_life_and_keeps_its_console(cfg):
@@ -57,6 +70,24 @@ def test_kernel_crash_ends_the_life_and_keeps_its_console(cfg):
     assert "Kernel panic" in first.console_log.read_text()
     assert "Kernel panic" not in second.console_log.read_text()
     assert "QEMU exited (0)" in first.end
+
+
+def test_a_guest_that_powers_off_without_its_executor_lost_the_executor(cfg):
+    with runner.Runner(cfg) as r:
+        o = r.run(EXECUTOR_EXITS)
+    assert o.result is None and "QEMU exited (0)" in o.lost
+    assert o.title() == "executor lost" and runner.EXECUTOR_EXITED in o.findings[0].report
+
+
+def test_a_stuck_task_ends_the_life_without_losing_the_guest(cfg):
+    with runner.Runner(cfg) as r:
+        stuck = r.run(TASK_STUCK)
+        ok = r.run(b"\x01")
+    assert stuck.result.status == protocol.Status.STUCK and not stuck.lost
+    # The runner ended the life; the unkillable-task finding names why.
+    assert stuck.title() == "INFO: task hung"
+    assert stuck.life.end == "kernel: INFO: task hung"
+    assert ok.life.index == 1 and r.lives[0] is stuck.life
 
 
 def test_hung_guest_is_killed_and_replaced(cfg):
@@ -104,7 +135,7 @@ def test_describe_names_ops_flags_and_mismatches(cfg):
              protocol.OpResult(1, 2, F.STARTED | F.TIMED_OUT, 0, 0, 0),
              protocol.OpResult(1, 0, F(0), 0, 0, 0)],
         mismatches=[protocol.Mismatch(protocol.END_OF_PROCESS, 1, 7, 2, 0, 0xff)])
-    life = runner.Life(0, Path("console.log"))
+    life = native.Life(0, Path("console.log"))
     lines = runner.describe(runner.Outcome(5, result, life))
     assert lines[0].startswith("program 5: hung: op 1 passed its deadline")
     assert "@2 munmap" in lines[2] and lines[2].endswith("timed_out")

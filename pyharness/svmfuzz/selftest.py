@@ -11,9 +11,10 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from svmfuzz import native
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.oracles import console as console_oracle
-from svmfuzz.vm import Vm, config_from_args
+from svmfuzz.vm import config_from_args
 
 BEGIN = "svmfuzz-hmm-tests: begin"
 LEAK_CHECK_DONE = "svmfuzz-hmm-tests: leak check done"
@@ -128,13 +129,13 @@ def command(args, log) -> int:
     # Both drivers provide /dev/hmm_dmirror*: load exactly one.
     cfg.extra_append += DRIVER_APPEND[args.driver]
     results = Path(args.results) if args.results else cfg.workdir / "hmm-tests.json"
-    with Vm(cfg) as vm:
+    with native.Vm(cfg) as vm:
         log(f"selftest: hmm-tests on {args.driver} in the guest ({cfg.accel}, {cfg.cpus} vCPUs); "
             f"console: {vm.console_log}")
         if vm.wait_exit(args.timeout) is None:
             log(f"selftest: guest still running after {args.timeout:.0f} s; stopping it")
         seconds = vm.elapsed()
-        console = vm.console()
+        console = vm.console_log.read_text(errors="replace")
     report = parse_console(console)
     doc = report.to_json()
     doc["seconds"] = round(seconds, 1)
