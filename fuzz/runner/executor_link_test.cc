@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <functional>
 
 #include "executor/server.h"
 #include "program/binary.h"
@@ -38,34 +39,33 @@ class LinkTest : public ::testing::Test {
       waitpid(peer_, nullptr, 0);
     }
   }
-  // The real executor on the other end.
-  void StartExecutor() {
+  // `serve` on the other end of a socketpair, in a child process.
+  void StartPeer(const std::function<void(int fd)>& serve) {
     int sv[2];
     ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     peer_ = fork();
     ASSERT_GE(peer_, 0);
     if (peer_ == 0) {
       close(sv[0]);
-      Supervisor supervisor;
-      _exit(Serve(sv[1], &supervisor, "test-kernel", false) ? 0 : 2);
-    }
-    close(sv[1]);
-    link_ = std::make_unique<ExecutorLink>(sv[0]);
-  }
-  // A peer that writes `bytes`, then keeps the stream open (or closes it).
-  void StartPeer(const std::vector<uint8_t>& bytes, bool then_close) {
-    int sv[2];
-    ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    peer_ = fork();
-    ASSERT_GE(peer_, 0);
-    if (peer_ == 0) {
-      close(sv[0]);
-      WriteAll(sv[1], bytes.data(), bytes.size());
-      if (!then_close) pause();
+      serve(sv[1]);
       _exit(0);
     }
     close(sv[1]);
     link_ = std::make_unique<ExecutorLink>(sv[0]);
+  }
+  // The real executor.
+  void StartExecutor() {
+    StartPeer([](int fd) {
+      Supervisor supervisor;
+      _exit(Serve(fd, &supervisor, "test-kernel", false) ? 0 : 2);
+    });
+  }
+  // A peer that writes `bytes`, then keeps the stream open (or closes it).
+  void StartPeer(const std::vector<uint8_t>& bytes, bool then_close) {
+    StartPeer([&](int fd) {
+      WriteAll(fd, bytes.data(), bytes.size());
+      if (!then_close) pause();
+    });
   }
   proto::ExecRequest Request(const std::string& text, uint32_t op_ms = 5000) {
     return proto::ExecRequest{++id_, proto::kExecCover, op_ms, 20000, 1024, {}, Program(text)};

@@ -50,7 +50,19 @@ py::list ToEvents(const std::vector<CtlEvent>& events) {
   return out;
 }
 
-// Runs `call` (which returns false on failure) without the GIL; raises.
+// Runs `call(&error)` (false on failure) without the GIL; raises the error.
+template <typename F>
+void RunnerCall(F call) {
+  std::string error;
+  bool ok;
+  {
+    py::gil_scoped_release release;
+    ok = call(&error);
+  }
+  if (!ok) throw RunnerError(error);
+}
+
+// The same for the control channel, whose client keeps its error.
 template <typename F>
 void CtlCall(DevCtl& ctl, F call) {
   bool ok;
@@ -174,13 +186,9 @@ void BindVm(py::module_& m) {
       .def_property_readonly("qmp_socket", &Vm::qmp_socket)
       .def_property_readonly("pid", &Vm::pid)
       .def_property_readonly("ready", &Vm::ready)
-      .def("start", [](Vm& vm) {
-        std::string error;
-        if (!vm.Start(&error)) throw RunnerError(error);
-      })
+      .def("start", [](Vm& vm) { RunnerCall([&](std::string* e) { return vm.Start(e); }); })
       .def("__enter__", [](Vm& vm) -> Vm& {
-        std::string error;
-        if (!vm.Start(&error)) throw RunnerError(error);
+        RunnerCall([&](std::string* e) { return vm.Start(e); });
         return vm;
       }, py::return_value_policy::reference_internal, "Starts QEMU; the block's end kills it.")
       .def("__exit__", [](Vm& vm, const py::args&) { vm.Kill(); })
@@ -192,43 +200,20 @@ void BindVm(py::module_& m) {
       .def("kill", &Vm::Kill)
       .def("elapsed", &Vm::Elapsed)
       .def("wait_ready", [](Vm& vm, double timeout) {
-        std::string error;
-        bool ok;
-        {
-          py::gil_scoped_release release;
-          ok = vm.WaitReady(timeout, &error);
-        }
-        if (!ok) throw RunnerError(error);
+        RunnerCall([&](std::string* e) { return vm.WaitReady(timeout, e); });
         return vm.Elapsed();
       }, py::arg("timeout"), "Seconds from QEMU's start to the executor's READY.")
       .def("ping", [](Vm& vm) {
-        std::string error;
         double seconds = 0;
-        LinkStatus status;
-        {
-          py::gil_scoped_release release;
-          status = vm.Ping(&seconds, &error);
-        }
-        if (status != LinkStatus::kOk) throw RunnerError(error);
+        RunnerCall([&](std::string* e) { return vm.Ping(&seconds, e) == LinkStatus::kOk; });
         return seconds;
       })
       .def("poweroff", [](Vm& vm, double timeout) {
-        std::string error;
-        bool ok;
-        {
-          py::gil_scoped_release release;
-          ok = vm.PowerOff(timeout, &error);
-        }
-        if (!ok) throw RunnerError(error);
+        RunnerCall([&](std::string* e) { return vm.PowerOff(timeout, e); });
       }, py::arg("timeout") = 60.0)
       .def("devctl", [](Vm& vm, int index, double timeout) {
-        std::string error;
         std::shared_ptr<DevCtl> ctl;
-        {
-          py::gil_scoped_release release;
-          ctl = vm.ControlChannel(index, timeout, &error);
-        }
-        if (!ctl) throw RunnerError(error);
+        RunnerCall([&](std::string* e) { return (ctl = vm.ControlChannel(index, timeout, e)) != nullptr; });
         return ctl;
       }, py::arg("index"), py::arg("timeout") = 10.0);
 }
@@ -306,37 +291,19 @@ void BindRunner(py::module_& m) {
         return r.vm()->qmp_socket();
       })
       .def("boot", [](Runner& r) {
-        std::string error;
-        bool ok;
-        {
-          py::gil_scoped_release release;
-          ok = r.Boot(&error);
-        }
-        if (!ok) throw RunnerError(error);
+        RunnerCall([&](std::string* e) { return r.Boot(e); });
         return r.life();
       })
       .def("run", [](Runner& r, const py::bytes& program, const std::vector<uint64_t>& knobs) {
         const std::string bytes = program;
         const std::vector<uint8_t> binary(bytes.begin(), bytes.end());
         Outcome out;
-        std::string error;
-        bool ok;
-        {
-          py::gil_scoped_release release;
-          ok = r.Run(binary, knobs, &out, &error);
-        }
-        if (!ok) throw RunnerError(error);
+        RunnerCall([&](std::string* e) { return r.Run(binary, knobs, &out, e); });
         return out;
       }, py::arg("program"), py::arg("knobs") = std::vector<uint64_t>{})
       .def("ping", [](Runner& r) {
-        std::string error;
         double seconds = 0;
-        bool ok;
-        {
-          py::gil_scoped_release release;
-          ok = r.Ping(&seconds, &error);
-        }
-        if (!ok) throw RunnerError(error);
+        RunnerCall([&](std::string* e) { return r.Ping(&seconds, e); });
         return seconds;
       })
       .def("end_life", &Runner::EndLife, py::arg("why"), py::call_guard<py::gil_scoped_release>())
