@@ -101,7 +101,7 @@ LinkStatus ExecutorLink::WaitReady(double timeout, proto::Ready* ready) {
 LinkStatus ExecutorLink::Ping(double timeout, double* seconds) {
   const Clock::time_point start = Clock::now();
   // A fresh token each time: a late PONG of an earlier PING is not this one's.
-  static std::mt19937_64 random{std::random_device{}()};
+  thread_local std::mt19937_64 random{std::random_device{}()};
   const uint64_t token = random();
   std::vector<uint8_t> payload(8);
   for (int i = 0; i < 8; i++) payload[i] = static_cast<uint8_t>(token >> (8 * i));
