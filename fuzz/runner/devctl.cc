@@ -23,8 +23,7 @@ bool LateReply(const svmdev_ctl_hdr& hdr) {
   return hdr.type != SVMDEV_CTL_EVENT && (hdr.type & SVMDEV_CTL_REPLY);
 }
 
-}  // namespace
-
+// The name of an SVMDEV_STATUS_* value ("STALLED"), or its number.
 std::string CtlStatusName(uint32_t status) {
   static const char* const kNames[] = {
       "OK", "BAD_OPCODE", "BAD_CTX", "CTX_DISABLED", "BAD_ARG", "BAD_VRAM", "DMA_ERROR",
@@ -33,6 +32,8 @@ std::string CtlStatusName(uint32_t status) {
   if (status <= SVMDEV_STATUS_STALLED) return kNames[status];
   return "status " + std::to_string(status);
 }
+
+}  // namespace
 
 DevCtl::DevCtl(int fd, double timeout) : fd_(fd), timeout_(timeout) {}
 

@@ -20,9 +20,6 @@ using CtlResult = svmdev_ctl_result;
 using CtlEvent = svmdev_ctl_event;
 using CtlTlbEntry = svmdev_ctl_tlb_entry;
 
-// The name of an SVMDEV_STATUS_* value ("STALLED"), or its number.
-std::string CtlStatusName(uint32_t status);
-
 class DevCtl {
  public:
   // Takes a connected stream; `timeout`: seconds a request waits for its reply.
@@ -55,12 +52,12 @@ class DevCtl {
   // The tag of the last request: an EVT_ACCESS_DONE about it carries it.
   uint32_t tag() const { return tag_; }
   const std::string& error() const { return error_; }
-  // Sends a request and waits for its reply's payload.
-  bool Request(uint8_t type, const void* payload, size_t size, std::vector<uint8_t>* reply);
   // Ends the connection; every later call fails.
   void Close();
 
  private:
+  // Sends a request and waits for its reply's payload.
+  bool Request(uint8_t type, const void* payload, size_t size, std::vector<uint8_t>* reply);
   enum class Got { kMessage, kTimeout, kFailed };
   Got NextMessage(Clock::time_point deadline, svmdev_ctl_hdr* hdr, std::vector<uint8_t>* payload);
   bool Fail(std::string why);

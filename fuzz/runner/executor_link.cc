@@ -16,8 +16,6 @@ constexpr int kAliveCheckMs = 500;
 
 std::string Text(const std::vector<uint8_t>& bytes) { return std::string(bytes.begin(), bytes.end()); }
 
-}  // namespace
-
 const char* MsgName(MsgType type) {
   switch (type) {
     case MsgType::kReady: return "READY";
@@ -33,6 +31,15 @@ const char* MsgName(MsgType type) {
   }
   return "an unknown message";
 }
+
+// "sent ERROR (why) instead of PONG"
+std::string Unexpected(const proto::Frame& got, MsgType want) {
+  std::string why = std::string("sent ") + MsgName(got.type);
+  if (got.type == MsgType::kError) why += " (" + Text(got.payload) + ")";
+  return why + " instead of " + MsgName(want);
+}
+
+}  // namespace
 
 ExecutorLink::ExecutorLink(int fd) : fd_(fd) {}
 
@@ -80,9 +87,7 @@ LinkStatus ExecutorLink::Expect(MsgType want, Clock::time_point deadline, proto:
   const LinkStatus status = Receive(out, deadline);
   if (status != LinkStatus::kOk) return status;
   if (out->type == want) return LinkStatus::kOk;
-  std::string why = std::string("sent ") + MsgName(out->type);
-  if (out->type == MsgType::kError) why += " (" + Text(out->payload) + ")";
-  return Fail(LinkStatus::kProtocol, why + " instead of " + MsgName(want));
+  return Fail(LinkStatus::kProtocol, Unexpected(*out, want));
 }
 
 LinkStatus ExecutorLink::WaitReady(double timeout, proto::Ready* ready) {
@@ -140,11 +145,7 @@ LinkStatus ExecutorLink::Execute(const proto::ExecRequest& request, double timeo
                                          : proto::DeviceReply{asked.seq, proto::kDeviceUnavailable, 0};
     if (!Send(MsgType::kDeviceReply, proto::Encode(reply))) return LinkStatus::kClosed;
   }
-  if (f.type != MsgType::kResult) {
-    std::string why = std::string("sent ") + MsgName(f.type);
-    if (f.type == MsgType::kError) why += " (" + Text(f.payload) + ")";
-    return Fail(LinkStatus::kProtocol, why + " instead of RESULT");
-  }
+  if (f.type != MsgType::kResult) return Fail(LinkStatus::kProtocol, Unexpected(f, MsgType::kResult));
   if (!proto::Decode(f.payload, &out->result)) {
     return Fail(LinkStatus::kProtocol, "sent a RESULT that does not decode");
   }

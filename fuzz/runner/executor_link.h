@@ -73,8 +73,6 @@ class ExecutorLink {
   std::string error_;
 };
 
-const char* MsgName(proto::MsgType type);
-
 }  // namespace svmfuzz
 
 #endif  // SVMFUZZ_RUNNER_EXECUTOR_LINK_H_
