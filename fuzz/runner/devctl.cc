@@ -26,8 +26,8 @@ bool LateReply(const svmdev_ctl_hdr& hdr) {
 // The name of an SVMDEV_STATUS_* value ("STALLED"), or its number.
 std::string CtlStatusName(uint32_t status) {
   static const char* const kNames[] = {
-      "OK", "BAD_OPCODE", "BAD_CTX", "CTX_DISABLED", "BAD_ARG", "BAD_VRAM", "DMA_ERROR",
-      "BAD_PTE", "CANCELLED", "NO_FAULT", "STALL_LIMIT", "BAD_RING", "ABORTED", "STALLED"};
+      "OK",      "BAD_OPCODE", "BAD_CTX",  "CTX_DISABLED", "BAD_ARG",  "BAD_VRAM", "DMA_ERROR",
+      "BAD_PTE", "CANCELLED",  "NO_FAULT", "STALL_LIMIT",  "BAD_RING", "ABORTED",  "STALLED"};
   static_assert(sizeof(kNames) / sizeof(kNames[0]) == SVMDEV_STATUS_STALLED + 1, "one per status");
   if (status <= SVMDEV_STATUS_STALLED) return kNames[status];
   return "status " + std::to_string(status);

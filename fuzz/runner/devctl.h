@@ -31,8 +31,8 @@ class DevCtl {
   // Each returns false with error() saying why: no reply in time, the
   // channel closed, an ERROR reply, a reply of the wrong type or size.
   bool Ping(uint32_t* version, uint32_t* status);
-  bool Access(uint16_t ctx, uint64_t va, uint8_t kind, uint8_t size, uint64_t value,
-              CtlResult* out, uint64_t compare = 0, uint8_t aop = SVMDEV_AOP_ADD);
+  bool Access(uint16_t ctx, uint64_t va, uint8_t kind, uint8_t size, uint64_t value, CtlResult* out,
+              uint64_t compare = 0, uint8_t aop = SVMDEV_AOP_ADD);
   bool FaultStorm(uint16_t ctx, uint64_t va, uint64_t stride, uint16_t count, uint8_t kind,
                   CtlResult* out);
   bool InvalMode(uint32_t mode, uint32_t count, uint32_t commands, CtlResult* out);

@@ -173,9 +173,9 @@ TEST(DevCtlTest, RequestsCarryTheSpecLayouts) {
   EXPECT_EQ(r.status, SVMDEV_STATUS_STALLED);
   EXPECT_EQ(r.fault_id, 12u);
   ASSERT_EQ(seen.size(), 32u);
-  EXPECT_EQ(seen[24], 3);                 // ctx
+  EXPECT_EQ(seen[24], 3);                  // ctx
   EXPECT_EQ(seen[26], SVMDEV_ACC_ATOMIC);  // kind
-  EXPECT_EQ(seen[27], 8);                 // size
+  EXPECT_EQ(seen[27], 8);                  // size
   ASSERT_TRUE(ctl.FaultStorm(2, 0x5000, 1024, 32, SVMDEV_ACC_READ, &r));
   ASSERT_EQ(seen.size(), 24u);
   EXPECT_EQ(seen[8] | seen[9] << 8, 1024);  // stride

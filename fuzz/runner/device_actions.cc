@@ -44,7 +44,8 @@ proto::DeviceReply DeviceActions::Perform(const proto::DeviceRequest& req) {
     case OpCode::kFaultStorm: {
       name = "fault_storm";
       // `arg1` accesses spread evenly over `arg0` pages.
-      const uint64_t stride = std::max<uint64_t>(req.arg0 * kPageSize / std::max<uint64_t>(req.arg1, 1), 1);
+      const uint64_t stride =
+          std::max<uint64_t>(req.arg0 * kPageSize / std::max<uint64_t>(req.arg1, 1), 1);
       ok = ctl->FaultStorm(req.ctx, req.va, stride,
                            static_cast<uint16_t>(std::min<uint64_t>(req.arg1, 0xffff)),
                            SVMDEV_ACC_READ, &r);
@@ -76,8 +77,8 @@ proto::DeviceReply DeviceActions::Perform(const proto::DeviceRequest& req) {
   }
   if (!ok) {
     if (log_) {
-      log_(std::string("runner: ") + name + " on svm" +
-           std::to_string(req.device) + ": " + ctl->error());
+      log_(std::string("runner: ") + name + " on svm" + std::to_string(req.device) + ": " +
+           ctl->error());
     }
     return unavailable;
   }

@@ -44,9 +44,9 @@ class DeviceActions : public DeviceHandler {
   std::vector<std::shared_ptr<DevCtl>> ctls_;
   double access_timeout_;
   Log log_;
-  std::set<size_t> armed_;                     // devices with an injection of this program
+  std::set<size_t> armed_;                       // devices with an injection of this program
   std::map<size_t, Clock::time_point> release_;  // device: when its delay_acks ends
-  std::set<size_t> delaying_;                  // devices whose mode delay_acks set
+  std::set<size_t> delaying_;                    // devices whose mode delay_acks set
 };
 
 }  // namespace svmfuzz

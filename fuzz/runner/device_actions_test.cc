@@ -32,7 +32,7 @@ class RecordingDevice {
           if (h.type == SVMDEV_CTL_PING) {
             const uint32_t reply[2] = {1, 0};
             return fake::Join(pending_events_, fake::Message(h.type | SVMDEV_CTL_REPLY, h.tag,
-                                                              reply, sizeof(reply)));
+                                                             reply, sizeof(reply)));
           }
           if (h.type == SVMDEV_CTL_ACCESS && access) return access(h);
           return fake::Reply(h);
@@ -114,7 +114,8 @@ TEST(DeviceActionsTest, AStalledAccessIsWaitedForUntilItsAccessDone) {
 }
 
 TEST(DeviceActionsTest, AnAccessThatStaysStalledSaysSoAfterTheTimeout) {
-  RecordingDevice dev([](const svmdev_ctl_hdr& h) { return fake::Reply(h, 0, SVMDEV_STATUS_STALLED, 4); });
+  RecordingDevice dev(
+      [](const svmdev_ctl_hdr& h) { return fake::Reply(h, 0, SVMDEV_STATUS_STALLED, 4); });
   DeviceActions actions({dev.ctl()}, 0.2, nullptr);
   const Clock::time_point start = Clock::now();
   const proto::DeviceReply reply = actions.Perform(Ask(OpCode::kDeviceAccess, SVMDEV_ACC_READ));
@@ -148,7 +149,7 @@ TEST(DeviceActionsTest, DelayedAcksAreReleasedOnTime) {
   std::this_thread::sleep_for(std::chrono::milliseconds(120));
   EXPECT_GT(actions.Poll(), 60);  // nothing more due
   ASSERT_EQ(dev.types(), (std::vector<uint8_t>{SVMDEV_CTL_INVAL_MODE, SVMDEV_CTL_INVAL_MODE,
-                                                SVMDEV_CTL_RELEASE}));
+                                               SVMDEV_CTL_RELEASE}));
   EXPECT_EQ(Field<svmdev_ctl_inval_mode>(dev.asked()[1].payload).mode, SVMDEV_INVAL_NORMAL);
 }
 
@@ -160,7 +161,7 @@ TEST(DeviceActionsTest, DropAcksReplacesADelayWhoseReleaseKeepsTheDrop) {
   std::this_thread::sleep_for(std::chrono::milliseconds(5));
   actions.Poll();
   ASSERT_EQ(dev.types(), (std::vector<uint8_t>{SVMDEV_CTL_INVAL_MODE, SVMDEV_CTL_INVAL_MODE,
-                                                SVMDEV_CTL_RELEASE}));
+                                               SVMDEV_CTL_RELEASE}));
   const auto drop = Field<svmdev_ctl_inval_mode>(dev.asked()[1].payload);
   EXPECT_EQ(drop.mode, SVMDEV_INVAL_DROP);
   EXPECT_EQ(drop.count, 2u);
@@ -180,7 +181,7 @@ TEST(DeviceActionsTest, FinishResetsWhatTheProgramArmedAndHandsOverStaleAccesses
   std::string error;
   ASSERT_TRUE(actions.Finish(&found, &error)) << error;
   EXPECT_EQ(armed.types(), (std::vector<uint8_t>{SVMDEV_CTL_FAIL_DMA, SVMDEV_CTL_INVAL_MODE,
-                                                  SVMDEV_CTL_FAIL_DMA, SVMDEV_CTL_RELEASE}));
+                                                 SVMDEV_CTL_FAIL_DMA, SVMDEV_CTL_RELEASE}));
   EXPECT_EQ(Field<svmdev_ctl_fail_dma>(armed.asked()[2].payload).count, 0u);
   EXPECT_EQ(idle.types(), (std::vector<uint8_t>{SVMDEV_CTL_PING}));
   ASSERT_EQ(found.size(), 1u);

@@ -14,20 +14,32 @@ using proto::MsgType;
 // How often a long wait asks whether the guest is still there.
 constexpr int kAliveCheckMs = 500;
 
-std::string Text(const std::vector<uint8_t>& bytes) { return std::string(bytes.begin(), bytes.end()); }
+std::string Text(const std::vector<uint8_t>& bytes) {
+  return std::string(bytes.begin(), bytes.end());
+}
 
 const char* MsgName(MsgType type) {
   switch (type) {
-    case MsgType::kReady: return "READY";
-    case MsgType::kPing: return "PING";
-    case MsgType::kPong: return "PONG";
-    case MsgType::kPowerOff: return "POWEROFF";
-    case MsgType::kBye: return "BYE";
-    case MsgType::kExec: return "EXEC";
-    case MsgType::kResult: return "RESULT";
-    case MsgType::kError: return "ERROR";
-    case MsgType::kDevice: return "DEVICE";
-    case MsgType::kDeviceReply: return "DEVICE_REPLY";
+    case MsgType::kReady:
+      return "READY";
+    case MsgType::kPing:
+      return "PING";
+    case MsgType::kPong:
+      return "PONG";
+    case MsgType::kPowerOff:
+      return "POWEROFF";
+    case MsgType::kBye:
+      return "BYE";
+    case MsgType::kExec:
+      return "EXEC";
+    case MsgType::kResult:
+      return "RESULT";
+    case MsgType::kError:
+      return "ERROR";
+    case MsgType::kDevice:
+      return "DEVICE";
+    case MsgType::kDeviceReply:
+      return "DEVICE_REPLY";
   }
   return "an unknown message";
 }
@@ -96,9 +108,9 @@ LinkStatus ExecutorLink::WaitReady(double timeout, proto::Ready* ready) {
   if (status != LinkStatus::kOk) return status;
   if (!proto::Decode(f.payload, ready)) return Fail(LinkStatus::kProtocol, "sent a short READY");
   if (ready->version != proto::kVersion) {
-    return Fail(LinkStatus::kProtocol,
-                "speaks protocol " + std::to_string(ready->version) + ", the host " +
-                    std::to_string(proto::kVersion) + ": rebuild the initramfs");
+    return Fail(LinkStatus::kProtocol, "speaks protocol " + std::to_string(ready->version) +
+                                           ", the host " + std::to_string(proto::kVersion) +
+                                           ": rebuild the initramfs");
   }
   return LinkStatus::kOk;
 }
@@ -140,12 +152,13 @@ LinkStatus ExecutorLink::Execute(const proto::ExecRequest& request, double timeo
       return Fail(LinkStatus::kProtocol,
                   "sent a DEVICE request of " + std::to_string(f.payload.size()) + " bytes");
     }
-    const proto::DeviceReply reply = devices != nullptr
-                                         ? devices->Perform(asked)
-                                         : proto::DeviceReply{asked.seq, proto::kDeviceUnavailable, 0};
+    const proto::DeviceReply reply =
+        devices != nullptr ? devices->Perform(asked)
+                           : proto::DeviceReply{asked.seq, proto::kDeviceUnavailable, 0};
     if (!Send(MsgType::kDeviceReply, proto::Encode(reply))) return LinkStatus::kClosed;
   }
-  if (f.type != MsgType::kResult) return Fail(LinkStatus::kProtocol, Unexpected(f, MsgType::kResult));
+  if (f.type != MsgType::kResult)
+    return Fail(LinkStatus::kProtocol, Unexpected(f, MsgType::kResult));
   if (!proto::Decode(f.payload, &out->result)) {
     return Fail(LinkStatus::kProtocol, "sent a RESULT that does not decode");
   }

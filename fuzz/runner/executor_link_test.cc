@@ -119,9 +119,9 @@ TEST_F(LinkTest, ExecuteRelaysDeviceRequestsAndKeepsTheRawResult) {
   RecordingDevices devices;
   devices.status = SVMDEV_STATUS_DMA_ERROR;
   Executed out;
-  ASSERT_EQ(link_->Execute(Request("yield\nfail_dma count=3\ndrop_acks count=2\n"), 20, &devices,
-                           &out),
-            LinkStatus::kOk)
+  ASSERT_EQ(
+      link_->Execute(Request("yield\nfail_dma count=3\ndrop_acks count=2\n"), 20, &devices, &out),
+      LinkStatus::kOk)
       << link_->error();
   EXPECT_EQ(out.result.id, id_);
   ASSERT_EQ(devices.asked.size(), 2u);

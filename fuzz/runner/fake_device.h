@@ -34,7 +34,9 @@ inline Bytes Reply(const svmdev_ctl_hdr& request, uint64_t value = 0, uint32_t s
   return Message(request.type | SVMDEV_CTL_REPLY, request.tag, &r, sizeof(r));
 }
 
-inline Bytes Event(const svmdev_ctl_event& e) { return Message(SVMDEV_CTL_EVENT, 0, &e, sizeof(e)); }
+inline Bytes Event(const svmdev_ctl_event& e) {
+  return Message(SVMDEV_CTL_EVENT, 0, &e, sizeof(e));
+}
 
 inline Bytes Join(Bytes a, const Bytes& b) {
   a.insert(a.end(), b.begin(), b.end());

@@ -191,8 +191,13 @@ int Main(int argc, char** argv) {
           Write(console, "WARNING: CPU: 0 PID: 1 at mm/hmm.c:2 hmm_bar+0x2");
           break;
         case 0xfa: {  // the host answers a dev_access mid-program
-          const proto::DeviceRequest ask{7, static_cast<uint8_t>(OpCode::kDeviceAccess), 0, 3,
-                                         kBufferBase + 8, SVMDEV_ACC_READ, 0};
+          const proto::DeviceRequest ask{7,
+                                         static_cast<uint8_t>(OpCode::kDeviceAccess),
+                                         0,
+                                         3,
+                                         kBufferBase + 8,
+                                         SVMDEV_ACC_READ,
+                                         0};
           port.Send(MsgType::kDevice, proto::Encode(ask));
           proto::Frame r;
           proto::DeviceReply reply;

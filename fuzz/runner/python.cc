@@ -27,7 +27,8 @@ struct DevCtlError : std::runtime_error {
 
 // Console text and kernel messages may hold any bytes.
 py::str Text(const std::string& s) {
-  return py::reinterpret_steal<py::str>(PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace"));
+  return py::reinterpret_steal<py::str>(
+      PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "replace"));
 }
 
 py::bytes Bytes(const void* data, size_t size) {
@@ -40,9 +41,7 @@ py::object ToResult(const CtlResult& r) {
   return Devctl().attr("Result")(r.value, r.status, r.fault_id);
 }
 
-py::object ToEvent(const CtlEvent& e) {
-  return Devctl().attr("parse_event")(Bytes(&e, sizeof(e)));
-}
+py::object ToEvent(const CtlEvent& e) { return Devctl().attr("parse_event")(Bytes(&e, sizeof(e))); }
 
 py::list ToEvents(const std::vector<CtlEvent>& events) {
   py::list out;
@@ -74,71 +73,96 @@ void CtlCall(DevCtl& ctl, F call) {
 }
 
 void BindDevCtl(py::module_& m) {
-  py::class_<DevCtl, std::shared_ptr<DevCtl>>(m, "DevCtl",
+  py::class_<DevCtl, std::shared_ptr<DevCtl>>(
+      m, "DevCtl",
       "A client of a device's control channel: a connected stream socket's descriptor "
       "(socket.detach()), owned from then on.")
       .def(py::init<int, double>(), py::arg("fd"), py::arg("timeout") = 10.0)
-      .def("ping", [](DevCtl& c) {
-        uint32_t version = 0, status = 0;
-        CtlCall(c, [&] { return c.Ping(&version, &status); });
-        return py::make_tuple(version, status);
-      })
-      .def("access", [](DevCtl& c, uint16_t ctx, uint64_t va, uint8_t kind, uint8_t size,
-                        uint64_t value, uint64_t compare, uint8_t aop) {
-        CtlResult r{};
-        CtlCall(c, [&] { return c.Access(ctx, va, kind, size, value, &r, compare, aop); });
-        return ToResult(r);
-      }, py::arg("ctx"), py::arg("va"), py::arg("kind"), py::arg("size") = 8, py::arg("value") = 0,
-         py::arg("compare") = 0, py::arg("aop") = SVMDEV_AOP_ADD)
-      .def("fault_storm", [](DevCtl& c, uint16_t ctx, uint64_t va, uint64_t stride, uint16_t count,
-                             uint8_t kind) {
-        CtlResult r{};
-        CtlCall(c, [&] { return c.FaultStorm(ctx, va, stride, count, kind, &r); });
-        return ToResult(r);
-      }, py::arg("ctx"), py::arg("va"), py::arg("stride"), py::arg("count"), py::arg("kind"))
-      .def("inval_mode", [](DevCtl& c, uint32_t mode, uint32_t count, uint32_t commands) {
-        CtlResult r{};
-        CtlCall(c, [&] { return c.InvalMode(mode, count, commands, &r); });
-        return ToResult(r);
-      }, py::arg("mode"), py::arg("count"), py::arg("commands") = 0)
-      .def("fail_dma", [](DevCtl& c, uint32_t skip, uint32_t count) {
-        CtlResult r{};
-        CtlCall(c, [&] { return c.FailDma(skip, count, &r); });
-        return ToResult(r);
-      }, py::arg("skip"), py::arg("count"))
-      .def("set_events", [](DevCtl& c, uint32_t mask) {
-        CtlResult r{};
-        CtlCall(c, [&] { return c.SetEvents(mask, &r); });
-        return ToResult(r);
-      }, py::arg("mask"))
-      .def("release", [](DevCtl& c) {
-        CtlResult r{};
-        CtlCall(c, [&] { return c.Release(&r); });
-        return ToResult(r);
-      })
-      .def("counters", [](DevCtl& c) {
-        std::vector<uint64_t> out;
-        CtlCall(c, [&] { return c.Counters(&out); });
-        return out;
-      })
-      .def("tlb", [](DevCtl& c) {
-        std::vector<CtlTlbEntry> entries;
-        CtlCall(c, [&] { return c.Tlb(&entries); });
-        py::list out;
-        for (const CtlTlbEntry& e : entries) {
-          out.append(Devctl().attr("TlbEntry")(e.va, e.target, e.pte, e.ctx, e.huge != 0,
-                                               e.stale != 0));
-        }
-        return out;
-      })
-      .def("next_event", [](DevCtl& c, double timeout) {
-        CtlEvent e{};
-        CtlCall(c, [&] { return c.NextEvent(timeout, &e); });
-        return ToEvent(e);
-      }, py::arg("timeout") = 10.0)
-      .def_property_readonly("events", [](DevCtl& c) {
-        return ToEvents({c.events().begin(), c.events().end()});
-      }, "The queued events (a copy).")
+      .def("ping",
+           [](DevCtl& c) {
+             uint32_t version = 0, status = 0;
+             CtlCall(c, [&] { return c.Ping(&version, &status); });
+             return py::make_tuple(version, status);
+           })
+      .def(
+          "access",
+          [](DevCtl& c, uint16_t ctx, uint64_t va, uint8_t kind, uint8_t size, uint64_t value,
+             uint64_t compare, uint8_t aop) {
+            CtlResult r{};
+            CtlCall(c, [&] { return c.Access(ctx, va, kind, size, value, &r, compare, aop); });
+            return ToResult(r);
+          },
+          py::arg("ctx"), py::arg("va"), py::arg("kind"), py::arg("size") = 8, py::arg("value") = 0,
+          py::arg("compare") = 0, py::arg("aop") = SVMDEV_AOP_ADD)
+      .def(
+          "fault_storm",
+          [](DevCtl& c, uint16_t ctx, uint64_t va, uint64_t stride, uint16_t count, uint8_t kind) {
+            CtlResult r{};
+            CtlCall(c, [&] { return c.FaultStorm(ctx, va, stride, count, kind, &r); });
+            return ToResult(r);
+          },
+          py::arg("ctx"), py::arg("va"), py::arg("stride"), py::arg("count"), py::arg("kind"))
+      .def(
+          "inval_mode",
+          [](DevCtl& c, uint32_t mode, uint32_t count, uint32_t commands) {
+            CtlResult r{};
+            CtlCall(c, [&] { return c.InvalMode(mode, count, commands, &r); });
+            return ToResult(r);
+          },
+          py::arg("mode"), py::arg("count"), py::arg("commands") = 0)
+      .def(
+          "fail_dma",
+          [](DevCtl& c, uint32_t skip, uint32_t count) {
+            CtlResult r{};
+            CtlCall(c, [&] { return c.FailDma(skip, count, &r); });
+            return ToResult(r);
+          },
+          py::arg("skip"), py::arg("count"))
+      .def(
+          "set_events",
+          [](DevCtl& c, uint32_t mask) {
+            CtlResult r{};
+            CtlCall(c, [&] { return c.SetEvents(mask, &r); });
+            return ToResult(r);
+          },
+          py::arg("mask"))
+      .def("release",
+           [](DevCtl& c) {
+             CtlResult r{};
+             CtlCall(c, [&] { return c.Release(&r); });
+             return ToResult(r);
+           })
+      .def("counters",
+           [](DevCtl& c) {
+             std::vector<uint64_t> out;
+             CtlCall(c, [&] { return c.Counters(&out); });
+             return out;
+           })
+      .def("tlb",
+           [](DevCtl& c) {
+             std::vector<CtlTlbEntry> entries;
+             CtlCall(c, [&] { return c.Tlb(&entries); });
+             py::list out;
+             for (const CtlTlbEntry& e : entries) {
+               out.append(Devctl().attr("TlbEntry")(e.va, e.target, e.pte, e.ctx, e.huge != 0,
+                                                    e.stale != 0));
+             }
+             return out;
+           })
+      .def(
+          "next_event",
+          [](DevCtl& c, double timeout) {
+            CtlEvent e{};
+            CtlCall(c, [&] { return c.NextEvent(timeout, &e); });
+            return ToEvent(e);
+          },
+          py::arg("timeout") = 10.0)
+      .def_property_readonly(
+          "events",
+          [](DevCtl& c) {
+            return ToEvents({c.events().begin(), c.events().end()});
+          },
+          "The queued events (a copy).")
       .def("clear_events", [](DevCtl& c) { c.events().clear(); })
       .def("close", &DevCtl::Close);
 }
@@ -150,14 +174,13 @@ void BindVm(py::module_& m) {
                        std::string name, std::string accel, int cpus, std::string memory,
                        int devices, std::string run, bool interactive,
                        std::vector<std::string> extra_append) {
-             return VmConfig{qemu, kernel, initramfs, workdir, name, accel, cpus, memory,
-                             devices, run, interactive, extra_append};
+             return VmConfig{qemu, kernel, initramfs, workdir, name,        accel,
+                             cpus, memory, devices,   run,     interactive, extra_append};
            }),
            py::arg("qemu"), py::arg("kernel"), py::arg("initramfs"), py::arg("workdir"),
            py::arg("name") = "vm0", py::arg("accel") = "tcg", py::arg("cpus") = 2,
            py::arg("memory") = "2G", py::arg("devices") = 1, py::arg("run") = "executor",
-           py::arg("interactive") = false,
-           py::arg("extra_append") = std::vector<std::string>{})
+           py::arg("interactive") = false, py::arg("extra_append") = std::vector<std::string>{})
       .def_readwrite("qemu", &VmConfig::qemu)
       .def_readwrite("kernel", &VmConfig::kernel)
       .def_readwrite("initramfs", &VmConfig::initramfs)
@@ -187,35 +210,53 @@ void BindVm(py::module_& m) {
       .def_property_readonly("pid", &Vm::pid)
       .def_property_readonly("ready", &Vm::ready)
       .def("start", [](Vm& vm) { RunnerCall([&](std::string* e) { return vm.Start(e); }); })
-      .def("__enter__", [](Vm& vm) -> Vm& {
-        RunnerCall([&](std::string* e) { return vm.Start(e); });
-        return vm;
-      }, py::return_value_policy::reference_internal, "Starts QEMU; the block's end kills it.")
+      .def(
+          "__enter__",
+          [](Vm& vm) -> Vm& {
+            RunnerCall([&](std::string* e) { return vm.Start(e); });
+            return vm;
+          },
+          py::return_value_policy::reference_internal, "Starts QEMU; the block's end kills it.")
       .def("__exit__", [](Vm& vm, const py::args&) { vm.Kill(); })
       .def("alive", &Vm::Alive)
-      .def("wait_exit", [](Vm& vm, std::optional<double> timeout) {
-        py::gil_scoped_release release;
-        return vm.WaitExit(timeout ? *timeout : -1);
-      }, py::arg("timeout"), "QEMU's exit status, or None if it still runs after `timeout` s")
+      .def(
+          "wait_exit",
+          [](Vm& vm, std::optional<double> timeout) {
+            py::gil_scoped_release release;
+            return vm.WaitExit(timeout ? *timeout : -1);
+          },
+          py::arg("timeout"), "QEMU's exit status, or None if it still runs after `timeout` s")
       .def("kill", &Vm::Kill)
       .def("elapsed", &Vm::Elapsed)
-      .def("wait_ready", [](Vm& vm, double timeout) {
-        RunnerCall([&](std::string* e) { return vm.WaitReady(timeout, e); });
-        return vm.Elapsed();
-      }, py::arg("timeout"), "Seconds from QEMU's start to the executor's READY.")
-      .def("ping", [](Vm& vm) {
-        double seconds = 0;
-        RunnerCall([&](std::string* e) { return vm.Ping(&seconds, e) == LinkStatus::kOk; });
-        return seconds;
-      })
-      .def("poweroff", [](Vm& vm, double timeout) {
-        RunnerCall([&](std::string* e) { return vm.PowerOff(timeout, e); });
-      }, py::arg("timeout") = 60.0)
-      .def("devctl", [](Vm& vm, int index, double timeout) {
-        std::shared_ptr<DevCtl> ctl;
-        RunnerCall([&](std::string* e) { return (ctl = vm.ControlChannel(index, timeout, e)) != nullptr; });
-        return ctl;
-      }, py::arg("index"), py::arg("timeout") = 10.0);
+      .def(
+          "wait_ready",
+          [](Vm& vm, double timeout) {
+            RunnerCall([&](std::string* e) { return vm.WaitReady(timeout, e); });
+            return vm.Elapsed();
+          },
+          py::arg("timeout"), "Seconds from QEMU's start to the executor's READY.")
+      .def("ping",
+           [](Vm& vm) {
+             double seconds = 0;
+             RunnerCall([&](std::string* e) { return vm.Ping(&seconds, e) == LinkStatus::kOk; });
+             return seconds;
+           })
+      .def(
+          "poweroff",
+          [](Vm& vm, double timeout) {
+            RunnerCall([&](std::string* e) { return vm.PowerOff(timeout, e); });
+          },
+          py::arg("timeout") = 60.0)
+      .def(
+          "devctl",
+          [](Vm& vm, int index, double timeout) {
+            std::shared_ptr<DevCtl> ctl;
+            RunnerCall([&](std::string* e) {
+              return (ctl = vm.ControlChannel(index, timeout, e)) != nullptr;
+            });
+            return ctl;
+          },
+          py::arg("index"), py::arg("timeout") = 10.0);
 }
 
 void BindRunner(py::module_& m) {
@@ -223,8 +264,8 @@ void BindRunner(py::module_& m) {
       .def(py::init([](VmConfig vm, double boot_timeout, uint32_t op_timeout_ms,
                        uint32_t program_timeout_ms, bool cover, uint32_t cover_cap,
                        double result_slack) {
-             return RunnerConfig{vm, boot_timeout, op_timeout_ms, program_timeout_ms, cover,
-                                 cover_cap, result_slack};
+             return RunnerConfig{vm,    boot_timeout, op_timeout_ms, program_timeout_ms,
+                                 cover, cover_cap,    result_slack};
            }),
            py::arg("vm"), py::arg("boot_timeout") = 300.0, py::arg("op_timeout_ms") = 5000,
            py::arg("program_timeout_ms") = 20000, py::arg("cover") = true,
@@ -256,10 +297,13 @@ void BindRunner(py::module_& m) {
 
   py::class_<Outcome>(m, "Outcome")
       .def_readonly("id", &Outcome::id)
-      .def_property_readonly("result", [](const Outcome& o) -> py::object {
-        if (!o.result) return py::none();
-        return Bytes(o.result_payload.data(), o.result_payload.size());
-      }, "The RESULT payload, or None when the guest was lost before it answered.")
+      .def_property_readonly(
+          "result",
+          [](const Outcome& o) -> py::object {
+            if (!o.result) return py::none();
+            return Bytes(o.result_payload.data(), o.result_payload.size());
+          },
+          "The RESULT payload, or None when the guest was lost before it answered.")
       .def_readonly("life", &Outcome::life)
       .def_readonly("lost", &Outcome::lost)
       .def_readonly("lost_kind", &Outcome::lost_kind)
@@ -282,38 +326,48 @@ void BindRunner(py::module_& m) {
       .def_property_readonly("config", &Runner::config, py::return_value_policy::reference_internal)
       .def_property_readonly("lives", &Runner::lives)
       .def_property_readonly("life", &Runner::life)
-      .def_property_readonly("vm_pid", [](Runner& r) -> std::optional<int> {
-        if (r.vm() == nullptr) return std::nullopt;
-        return r.vm()->pid();
-      })
-      .def_property_readonly("qmp_socket", [](Runner& r) -> std::optional<std::filesystem::path> {
-        if (r.vm() == nullptr) return std::nullopt;
-        return r.vm()->qmp_socket();
-      })
-      .def("boot", [](Runner& r) {
-        RunnerCall([&](std::string* e) { return r.Boot(e); });
-        return r.life();
-      })
-      .def("run", [](Runner& r, const py::bytes& program, const std::vector<uint64_t>& knobs) {
-        const std::string bytes = program;
-        const std::vector<uint8_t> binary(bytes.begin(), bytes.end());
-        Outcome out;
-        RunnerCall([&](std::string* e) { return r.Run(binary, knobs, &out, e); });
-        return out;
-      }, py::arg("program"), py::arg("knobs") = std::vector<uint64_t>{})
-      .def("ping", [](Runner& r) {
-        double seconds = 0;
-        RunnerCall([&](std::string* e) { return r.Ping(&seconds, e); });
-        return seconds;
-      })
+      .def_property_readonly("vm_pid",
+                             [](Runner& r) -> std::optional<int> {
+                               if (r.vm() == nullptr) return std::nullopt;
+                               return r.vm()->pid();
+                             })
+      .def_property_readonly("qmp_socket",
+                             [](Runner& r) -> std::optional<std::filesystem::path> {
+                               if (r.vm() == nullptr) return std::nullopt;
+                               return r.vm()->qmp_socket();
+                             })
+      .def("boot",
+           [](Runner& r) {
+             RunnerCall([&](std::string* e) { return r.Boot(e); });
+             return r.life();
+           })
+      .def(
+          "run",
+          [](Runner& r, const py::bytes& program, const std::vector<uint64_t>& knobs) {
+            const std::string bytes = program;
+            const std::vector<uint8_t> binary(bytes.begin(), bytes.end());
+            Outcome out;
+            RunnerCall([&](std::string* e) { return r.Run(binary, knobs, &out, e); });
+            return out;
+          },
+          py::arg("program"), py::arg("knobs") = std::vector<uint64_t>{})
+      .def("ping",
+           [](Runner& r) {
+             double seconds = 0;
+             RunnerCall([&](std::string* e) { return r.Ping(&seconds, e); });
+             return seconds;
+           })
       .def("end_life", &Runner::EndLife, py::arg("why"), py::call_guard<py::gil_scoped_release>())
       .def("console_window", [](Runner& r, const Outcome& o) { return Text(r.ConsoleWindow(o)); })
-      .def("devctl", [](Runner& r, int index) {
-        std::string error;
-        std::shared_ptr<DevCtl> ctl = r.ControlChannel(index, &error);
-        if (!ctl) throw RunnerError(error);
-        return ctl;
-      }, py::arg("index"), "Device `index`'s control channel in the current life.")
+      .def(
+          "devctl",
+          [](Runner& r, int index) {
+            std::string error;
+            std::shared_ptr<DevCtl> ctl = r.ControlChannel(index, &error);
+            if (!ctl) throw RunnerError(error);
+            return ctl;
+          },
+          py::arg("index"), "Device `index`'s control channel in the current life.")
       .def("close", &Runner::Close, py::call_guard<py::gil_scoped_release>());
 }
 
@@ -325,7 +379,8 @@ PYBIND11_MODULE(svmfuzz_runner, m) {
   m.doc() = "The svmfuzz host runner: QEMU, the executor's port, device control channels.";
   static py::exception<RunnerError> error(
       m, "Error", py::module_::import("svmfuzz.errors").attr("SvmfuzzError").ptr());
-  static py::exception<DevCtlError> devctl_error(m, "DevCtlError", Devctl().attr("DevCtlError").ptr());
+  static py::exception<DevCtlError> devctl_error(m, "DevCtlError",
+                                                 Devctl().attr("DevCtlError").ptr());
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);

@@ -51,7 +51,8 @@ bool Runner::Boot(std::string* error) {
     ctls.push_back(std::move(ctl));
   }
   // A stalled access waits no longer than an op may take.
-  const double access_timeout = (cfg_.op_timeout_ms ? cfg_.op_timeout_ms : cfg_.program_timeout_ms) / 1000.0;
+  const double access_timeout =
+      (cfg_.op_timeout_ms ? cfg_.op_timeout_ms : cfg_.program_timeout_ms) / 1000.0;
   devices_ = std::make_unique<DeviceActions>(ctls, access_timeout, log_);
   if (static_cast<int>(ctls.size()) != vm_cfg.devices || !devices_->Start(error)) {
     *error = vm_cfg.name + ": device control channel: " + *error;

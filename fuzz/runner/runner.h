@@ -92,8 +92,8 @@ class Runner {
   bool Boot(std::string* error);
   // Runs one program (its binary form), booting a VM first if there is none;
   // false only when that boot failed. `knobs`: test-only driver knobs.
-  bool Run(const std::vector<uint8_t>& program, const std::vector<uint64_t>& knobs,
-           Outcome* out, std::string* error);
+  bool Run(const std::vector<uint8_t>& program, const std::vector<uint64_t>& knobs, Outcome* out,
+           std::string* error);
   bool Ping(double* seconds, std::string* error);
   // Ends the current life now, saying why. It may also name why the last
   // program's life ended when that program left a task stuck: the caller may

@@ -84,6 +84,8 @@ TEST_F(StandInTest, ArgvIsQemusCommandLine) {
   vm_.extra_append = {"a=1", "b"};
   Vm vm(vm_);
   const std::string s = vm.socket_dir().string();
+  // QEMU's options, a line per group.
+  // clang-format off
   const std::vector<std::string> want = {
       "/q/qemu-system-x86_64", "-M", "q35", "-accel", "tcg", "-smp", "2", "-m", "2G",
       "-nodefaults", "-display", "none", "-no-reboot", "-nic", "none",
@@ -97,6 +99,7 @@ TEST_F(StandInTest, ArgvIsQemusCommandLine) {
       "-qmp", "unix:" + s + "/qmp.sock,server=on,wait=off",
       "-chardev", "socket,id=ctl0,path=" + s + "/ctl0.sock,server=on,wait=off",
       "-device", "svmdev,id=svm0,chardev=ctl0"};
+  // clang-format on
   EXPECT_EQ(vm.Argv(), want);
 
   vm_.devices = 3;
@@ -302,7 +305,8 @@ TEST_F(StandInTest, EndLifeGivesTheProgramTheRestOfTheConsole) {
   r.EndLife("kernel: WARNING in hmm_bar");
   EXPECT_EQ(r.ConsoleWindow(warned), warned.console + "a line still being printed");
   EXPECT_EQ(warned.life->end, "kernel: WARNING in hmm_bar");
-  EXPECT_TRUE(Has(logged_.back(), "life 0 ended after 2 program(s): kernel: WARNING")) << logged_.back();
+  EXPECT_TRUE(Has(logged_.back(), "life 0 ended after 2 program(s): kernel: WARNING"))
+      << logged_.back();
   EXPECT_EQ(Run(&r, {1}).life->index, 1);
 }
 
@@ -314,7 +318,8 @@ TEST_F(StandInTest, ABootFailureIsAnErrorWithTheLifeRecorded) {
   EXPECT_FALSE(r.Run({1}, {}, &o, &error));
   EXPECT_TRUE(Has(error, "could not load kernel")) << error;
   ASSERT_EQ(r.lives().size(), 1u);
-  EXPECT_EQ(r.lives()[0]->end, "boot failed: vm0-life000: QEMU exited (1) before the executor port opened");
+  EXPECT_EQ(r.lives()[0]->end,
+            "boot failed: vm0-life000: QEMU exited (1) before the executor port opened");
 }
 
 std::vector<uint8_t> Program(const std::string& text) {
@@ -330,12 +335,11 @@ TEST_F(StandInTest, TheRealExecutorBehindTheRunner) {
   RunnerConfig cfg = Config();
   cfg.program_timeout_ms = 400;
   Runner r(cfg, log_);
-  const Outcome ok = Run(&r, Program(
-      "mmap buf=0 pages=4 kind=anon prot=rw\n"
-      "write buf=0 off=0 pages=4 seed=7\n"
-      "verify buf=0 off=0 pages=4 seed=7\n"
-      "mirror buf=0 off=0 pages=1 write=yes\n"
-      "delay_acks us=1000\n"));
+  const Outcome ok = Run(&r, Program("mmap buf=0 pages=4 kind=anon prot=rw\n"
+                                     "write buf=0 off=0 pages=4 seed=7\n"
+                                     "verify buf=0 off=0 pages=4 seed=7\n"
+                                     "mirror buf=0 off=0 pages=1 write=yes\n"
+                                     "delay_acks us=1000\n"));
   const Outcome hung = Run(&r, Program("sleep us=1000000\n"));
   const Outcome again = Run(&r, Program("mmap buf=0 pages=1 kind=anon prot=rw\n"));
   ASSERT_TRUE(ok.result) << ok.lost;

@@ -40,9 +40,7 @@ std::string Trim(const std::string& s) {
   return s.substr(a, s.find_last_not_of(" \t\r\n") - a + 1);
 }
 
-void Sleep(double seconds) {
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-}
+void Sleep(double seconds) { std::this_thread::sleep_for(std::chrono::duration<double>(seconds)); }
 
 }  // namespace
 
@@ -67,23 +65,21 @@ std::vector<std::string> Vm::Argv() const {
   const VmConfig& c = cfg_;
   std::string append = "console=ttyS0 panic=-1 printk.devkmsg=on svmfuzz.run=" + c.run;
   for (const std::string& a : c.extra_append) append += " " + a;
-  std::vector<std::string> argv = {c.qemu.string(), "-M", "q35", "-accel", c.accel, "-smp",
-                                   std::to_string(c.cpus), "-m", c.memory, "-nodefaults",
-                                   "-display", "none", "-no-reboot", "-nic", "none"};
+  std::vector<std::string> argv = {
+      c.qemu.string(),        "-M",   "q35",    "-accel",      c.accel,    "-smp",
+      std::to_string(c.cpus), "-m",   c.memory, "-nodefaults", "-display", "none",
+      "-no-reboot",           "-nic", "none"};
   for (const char* dir : kFirmwareDirs) argv.insert(argv.end(), {"-L", dir});
   const std::string console = c.interactive
                                   ? "stdio,id=con,signal=off,logfile=" + console_log_.string()
                                   : "file,id=con,path=" + console_log_.string();
-  argv.insert(argv.end(),
-              {"-chardev", console, "-serial", "chardev:con",
-               "-kernel", (c.kernel / "bzImage").string(),
-               "-initrd", c.initramfs.string(),
-               "-append", append,
-               "-device", "virtio-serial-pci,id=vser0",
-               "-chardev", "socket,id=exec,path=" + exec_socket().string() + ",server=on,wait=off",
-               "-device", std::string("virtserialport,bus=vser0.0,chardev=exec,name=") +
-                              kExecutorPortName,
-               "-qmp", "unix:" + qmp_socket().string() + ",server=on,wait=off"});
+  argv.insert(
+      argv.end(),
+      {"-chardev", console, "-serial", "chardev:con", "-kernel", (c.kernel / "bzImage").string(),
+       "-initrd", c.initramfs.string(), "-append", append, "-device", "virtio-serial-pci,id=vser0",
+       "-chardev", "socket,id=exec,path=" + exec_socket().string() + ",server=on,wait=off",
+       "-device", std::string("virtserialport,bus=vser0.0,chardev=exec,name=") + kExecutorPortName,
+       "-qmp", "unix:" + qmp_socket().string() + ",server=on,wait=off"});
   if (c.accel == "kvm") argv.insert(argv.end(), {"-cpu", "host"});
   for (int i = 0; i < c.devices; i++) {
     const std::string n = std::to_string(i);
@@ -207,8 +203,9 @@ std::string Vm::Died(const std::string& what) {
   const std::optional<int> rc = WaitExit(kDyingSeconds);
   const std::string who = rc ? "QEMU exited (" + std::to_string(*rc) + ")" : "the guest";
   const std::string said = Trim(ReadFile(stderr_log_));
-  return cfg_.name + ": " + who + " " + what + "\nQEMU said: " +
-         (said.empty() ? "(nothing)" : said) + "\nconsole tail:\n" + ConsoleTail(25);
+  return cfg_.name + ": " + who + " " + what +
+         "\nQEMU said: " + (said.empty() ? "(nothing)" : said) + "\nconsole tail:\n" +
+         ConsoleTail(25);
 }
 
 ExecutorLink* Vm::Link(Clock::time_point deadline, std::string* error) {
