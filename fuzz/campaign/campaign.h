@@ -1,0 +1,134 @@
+// A fuzz campaign against the guest: the part the libFuzzer and AFL++ builds
+// of svmfuzz-guest-fuzz share.
+//
+// A Campaign owns a Runner (fuzz/runner) and boots the guest on the first
+// input. Each input is run as a program; the guest kernel's PCs of it (the
+// program's threads and the driver's workers) go into the engine's coverage
+// map, hashed. An outcome that shows trouble (the guest lost, a stuck task,
+// a livelock, an unbalanced notifier, corrupted data, a stale device access,
+// a kernel report on the console) is saved under <workdir>/crashes/ with why,
+// and the campaign goes on; after a kernel report the VM life ends so the
+// next input gets a fresh kernel. <workdir>/stats.json is rewritten every few
+// seconds. Every file is written whole (temporary file, fsync, rename), so a
+// campaign killed at any moment leaves nothing half-written behind.
+#ifndef SVMFUZZ_CAMPAIGN_CAMPAIGN_H_
+#define SVMFUZZ_CAMPAIGN_CAMPAIGN_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "runner/runner.h"
+
+namespace svmfuzz::campaign {
+
+// The environment variable naming the campaign's configuration file.
+inline constexpr char kConfigEnv[] = "SVMFUZZ_CAMPAIGN";
+
+struct Config {
+  RunnerConfig runner;
+  std::filesystem::path workdir;  // crashes/, stats.json, guest-pcs
+  std::string engine;             // named in stats.json
+  double stats_seconds = 5;
+  // Inputs kept per kind of trouble: the rest are counted, not saved.
+  int saved_per_kind = 5;
+  // Boots that fail in a row before the campaign gives up.
+  int boot_attempts = 3;
+};
+
+// "key = value" lines ('#' starts a comment): qemu, kernel, initramfs,
+// workdir (required); vm_workdir (default <workdir>/vm), engine, accel, cpus,
+// memory, devices, append (kernel arguments, space-separated),
+// boot_timeout, op_timeout_ms, program_timeout_ms, stats_seconds,
+// saved_per_kind.
+bool ParseConfig(const std::string& text, Config* out, std::string* error);
+bool LoadConfig(const std::filesystem::path& path, Config* out, std::string* error);
+
+// The slot of a guest PC in a coverage map of `size` slots.
+size_t PcSlot(uint64_t pc, size_t size);
+// Counts each PC in its slot, saturating at 255.
+void MapPcs(const std::vector<uint64_t>& pcs, uint8_t* map, size_t size);
+
+// A report header on the guest console.
+struct Report {
+  std::string line;   // the console line, printk prefix included
+  bool kernel;        // false for the driver's own oracle lines (livelock, unbalanced)
+};
+// The first report in `console`, if any.
+std::optional<Report> FindReport(const std::string& console);
+
+// What is wrong with an outcome, a line per symptom (the first says most);
+// empty when nothing is. `console`: the program's console window.
+std::vector<std::string> Trouble(const Outcome& outcome, const std::string& console);
+// The kind of a trouble line, for capping how many inputs are kept of each:
+// the line with numbers and offsets taken out.
+std::string Kind(const std::string& trouble);
+
+// Writes `data` to `path` through a temporary file in the same directory,
+// synced before it is renamed over `path`.
+bool WriteAtomic(const std::filesystem::path& path, const std::string& data, std::string* error);
+
+// A 64-bit hash of `data` in hex: saved inputs are named after it.
+std::string InputHash(const uint8_t* data, size_t size);
+
+struct Stats {
+  uint64_t execs = 0;
+  uint64_t findings = 0;       // inputs that showed trouble
+  uint64_t saved = 0;          // of them, saved under crashes/
+  uint64_t boot_failures = 0;
+  double start_time = 0;       // Unix time the campaign started (its first run)
+  double session_start = 0;    // Unix time this process started
+  uint64_t session_execs = 0;
+};
+
+class Campaign {
+ public:
+  Campaign(Config cfg, Log log);
+  ~Campaign();
+  Campaign(const Campaign&) = delete;
+  Campaign& operator=(const Campaign&) = delete;
+
+  // Runs one input and adds its guest PCs to `map` (`map_size` slots). False
+  // only when the guest could not be booted `boot_attempts` times in a row.
+  bool Execute(const uint8_t* data, size_t size, uint8_t* map, size_t map_size,
+               std::string* error);
+  // Rewrites stats.json (and guest-pcs when it grew).
+  void WriteStats();
+  // Ends the VM and writes the stats: the campaign is over.
+  void Finish();
+
+  const Stats& stats() const { return stats_; }
+  size_t guest_pcs() const { return pcs_.size(); }
+  int lives() const { return static_cast<int>(runner_.lives().size()); }
+  std::filesystem::path crashes_dir() const { return cfg_.workdir / "crashes"; }
+
+ private:
+  void Save(const uint8_t* data, size_t size, const Outcome& outcome,
+            const std::vector<std::string>& trouble, const std::string& console);
+  void LoadState();
+
+  Config cfg_;
+  Log log_;
+  Runner runner_;
+  Stats stats_;
+  std::unordered_set<uint64_t> pcs_;
+  size_t pcs_written_ = 0;
+  std::map<std::string, int> saved_kinds_;
+  int failed_boots_ = 0;
+  double last_stats_ = 0;
+  int previous_lives_ = 0;  // lives of earlier sessions of this campaign
+};
+
+// QEMU processes whose command line names `vm_workdir` are killed: a harness
+// killed outright (AFL++ ends its persistent child with SIGKILL) leaves its
+// VM behind. Returns how many there were.
+int KillStrayVms(const std::filesystem::path& vm_workdir);
+
+}  // namespace svmfuzz::campaign
+
+#endif  // SVMFUZZ_CAMPAIGN_CAMPAIGN_H_
