@@ -1,0 +1,480 @@
+"""Fuzz campaigns against the guest, and the triage of what they found.
+
+`svmfuzz fuzz` runs svmfuzz-guest-fuzz (fuzz/campaign), the libFuzzer or
+AFL++ build, on a campaign directory:
+
+    DIR/campaign.conf   what the harness runs (QEMU, kernel, initramfs, VM, timeouts)
+    DIR/corpus/         the seeds, then libFuzzer's corpus (AFL++'s seeds)
+    DIR/afl/            AFL++'s output; its queue is its corpus
+    DIR/crashes/        crash-<hash> inputs that showed trouble, crash-<hash>.txt why
+    DIR/stats.json      execs, execs/s, distinct guest PCs, VM lives, findings
+    DIR/vm/             the console log of each VM life
+    DIR/engine.log      what the engine printed
+
+A directory that holds a corpus is resumed. `svmfuzz triage DIR` runs each
+saved input again with every oracle (runner.Runner), buckets them by title
+and writes DIR/triage.json and DIR/triage.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from svmfuzz import protocol
+from svmfuzz.errors import SvmfuzzError
+from svmfuzz.paths import REPO_ROOT
+
+HARNESS = {"libfuzzer": "svmfuzz-guest-fuzz", "afl": "svmfuzz-guest-fuzz-afl"}
+# fuzz/campaign/afl.cc's map of guest PCs.
+AFL_MAP_SIZE = 1 << 18
+SEEDS = REPO_ROOT / "corpus" / "programs"
+# Inputs longer than this are not generated: kMaxOps ops fit well within it.
+MAX_LEN = 4096
+# How long a harness gets past the campaign's end to finish its input.
+STOP_GRACE = 5
+NO_FINDING = "no finding"
+
+# "#1234  NEW    cov: 12 ft: 345 corp: 67/8910b lim: 4096 exec/s: 3 rss: 40Mb ..."
+_LIBFUZZER_STATUS = re.compile(
+    r"^#(?P<execs>\d+)\s+(?P<event>[A-Z]+)\s.*?\bcorp: (?P<corpus>\d+)/\S+"
+    r"(?:.*?\bexec/s: (?P<rate>\d+))?")
+
+
+@dataclass
+class Progress:
+    """What the progress line shows; each engine fills in what it knows."""
+    seconds: float = 0.0
+    execs: int = 0
+    execs_per_sec: float = 0.0
+    guest_pcs: int = 0
+    corpus: int = 0
+    findings: int = 0
+    saved: int = 0
+    lives: int = 0
+
+    def line(self) -> str:
+        m, s = divmod(int(self.seconds), 60)
+        return (f"fuzz: {m}m{s:02d}s execs {self.execs} ({self.execs_per_sec:.1f}/s) "
+                f"guest PCs {self.guest_pcs} corpus {self.corpus} "
+                f"findings {self.findings} (saved {self.saved}) lives {self.lives}")
+
+
+def parse_libfuzzer(line: str) -> dict | None:
+    """libFuzzer's status line ("#N NEW ... corp: C/... exec/s: R"), or None."""
+    m = _LIBFUZZER_STATUS.match(line)
+    if not m:
+        return None
+    return {"execs": int(m["execs"]), "event": m["event"], "corpus": int(m["corpus"]),
+            "execs_per_sec": int(m["rate"]) if m["rate"] else None}
+
+
+def parse_afl_stats(text: str) -> dict:
+    """AFL++'s fuzzer_stats ("key : value" lines)."""
+    out = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def read_stats(workdir: Path) -> dict:
+    """The harness's stats.json; {} before its first write."""
+    try:
+        return json.loads((workdir / "stats.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def progress(workdir: Path, engine: str, seconds: float, libfuzzer_status: dict | None) -> Progress:
+    stats = read_stats(workdir)
+    p = Progress(seconds=seconds, execs=stats.get("execs", 0),
+                 execs_per_sec=stats.get("execs_per_sec", 0.0),
+                 guest_pcs=stats.get("guest_pcs", 0), findings=stats.get("findings", 0),
+                 saved=stats.get("saved", 0), lives=stats.get("lives", 0))
+    if engine == "afl":
+        try:
+            afl = parse_afl_stats((workdir / "afl" / "default" / "fuzzer_stats").read_text())
+            p.corpus = int(afl.get("corpus_count", 0))
+        except OSError:
+            p.corpus = len(corpus_files(workdir / "corpus"))
+    elif libfuzzer_status:
+        p.corpus = libfuzzer_status["corpus"]
+    else:
+        p.corpus = len(corpus_files(workdir / "corpus"))
+    return p
+
+
+def corpus_files(corpus: Path) -> list[Path]:
+    if not corpus.is_dir():
+        return []
+    return sorted(p for p in corpus.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def seed(workdir: Path, seeds: Path, svmprog: Path, log) -> int:
+    """Fills an empty DIR/corpus with the binary form of seeds/*.svmp; a
+    corpus already there is the campaign's, kept as it is. How many it holds."""
+    corpus = workdir / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    have = corpus_files(corpus)
+    if have:
+        log(f"fuzz: resuming {workdir} ({len(have)} corpus inputs)")
+        return len(have)
+    texts = sorted(seeds.glob("*.svmp"))
+    if not texts:
+        raise SvmfuzzError(f"no seed programs (*.svmp) in {seeds}")
+    if not svmprog.is_file():
+        raise SvmfuzzError(f"{svmprog} is missing: build it (cmake --build <build> --target svmprog)")
+    done = subprocess.run([str(svmprog), "encode", "-o", str(corpus), *map(str, texts)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SvmfuzzError(f"svmprog encode: {done.stderr.strip()}")
+    log(f"fuzz: seeded {corpus} with {len(texts)} programs from {seeds}")
+    return len(texts)
+
+
+def write_config(path: Path, vm_cfg, workdir: Path, engine: str, boot_timeout: float,
+                 op_timeout_ms: int, program_timeout_ms: int) -> None:
+    """The harness's campaign.conf (fuzz/campaign/campaign.h, ParseConfig)."""
+    lines = {
+        "engine": engine, "qemu": vm_cfg.qemu, "kernel": vm_cfg.kernel,
+        "initramfs": vm_cfg.initramfs, "workdir": workdir, "vm_workdir": workdir / "vm",
+        "accel": vm_cfg.accel, "cpus": vm_cfg.cpus, "memory": vm_cfg.memory,
+        "devices": vm_cfg.devices, "append": " ".join(vm_cfg.extra_append),
+        "boot_timeout": boot_timeout, "op_timeout_ms": op_timeout_ms,
+        "program_timeout_ms": program_timeout_ms,
+    }
+    text = "".join(f"{k} = {v}\n" for k, v in lines.items())
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_config(path: Path) -> dict[str, str]:
+    out = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, sep, value = line.partition("=")
+            if sep:
+                out[key.strip()] = value.strip()
+    return out
+
+
+def harness(build: Path, engine: str) -> Path:
+    path = build / "fuzz" / "campaign" / HARNESS[engine]
+    if not path.is_file():
+        raise SvmfuzzError(f"no {path}: build it (cmake --build {build} --target {HARNESS[engine]})")
+    return path
+
+
+def engine_command(engine: str, binary: Path, workdir: Path, seconds: int,
+                   exec_timeout: int) -> tuple[list[str], dict[str, str]]:
+    """The engine's command line and environment for a campaign of `seconds`;
+    `exec_timeout`: the longest one input may take, a boot included."""
+    env = dict(os.environ, SVMFUZZ_CAMPAIGN=str(workdir / "campaign.conf"))
+    if engine == "libfuzzer":
+        artifacts = workdir / "engine-artifacts"
+        artifacts.mkdir(exist_ok=True)
+        # len_control=0: a guest program runs a few times a second, too few
+        # for libFuzzer's slow growth of input lengths.
+        return [str(binary), f"-max_total_time={seconds}", f"-timeout={exec_timeout}",
+                f"-max_len={MAX_LEN}", "-len_control=0", "-rss_limit_mb=4096",
+                "-report_slow_units=1000000", "-print_final_stats=1",
+                f"-artifact_prefix={artifacts}/", str(workdir / "corpus")], env
+    afl = shutil.which("afl-fuzz")
+    if afl is None:
+        raise SvmfuzzError("afl-fuzz is not installed (Debian package afl++)")
+    env.update(AFL_MAP_SIZE=str(AFL_MAP_SIZE), AFL_NO_UI="1", AFL_AUTORESUME="1",
+               AFL_SKIP_CPUFREQ="1", AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES="1",
+               AFL_NO_AFFINITY="1")
+    return [afl, "-i", str(workdir / "corpus"), "-o", str(workdir / "afl"), "-V", str(seconds),
+            "-t", str(exec_timeout * 1000), "-m", "none", "--", str(binary)], env
+
+
+def kill_stray_vms(vm_workdir: Path) -> int:
+    """QEMUs of this campaign still running: the AFL++ fork server's child
+    lives in its own session, and killing it leaves its VM behind."""
+    mark = f"path={vm_workdir}/".encode()
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if mark in cmdline and b"svmfuzz.run=" in cmdline:
+            try:
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+            except ProcessLookupError:
+                pass
+    return killed
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Ends the engine and whatever it started in its session."""
+    for sig, wait in ((signal.SIGINT, STOP_GRACE), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def fuzz_command(args, log) -> int:
+    from svmfuzz.vm import config_from_args
+
+    build = Path(args.build_dir)
+    workdir = Path(args.workdir or build / "campaign").resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    binary = harness(build, args.engine)
+    seeds = seed(workdir, Path(args.seeds), build / "fuzz" / "program" / "svmprog", log)
+    # The console logs of a campaign are its own (DIR/vm), not --workdir's.
+    args.workdir = str(workdir / "vm")
+    vm_cfg = config_from_args(args, "executor", log)
+    write_config(workdir / "campaign.conf", vm_cfg, workdir, args.engine, args.timeout,
+                 args.op_timeout_ms, args.program_timeout_ms)
+    seconds = max(1, int(args.minutes * 60))
+    exec_timeout = int(args.timeout + args.program_timeout_ms / 1000 + 60)
+    argv, env = engine_command(args.engine, binary, workdir, seconds, exec_timeout)
+    log(f"fuzz: {args.engine} on {workdir} for {args.minutes:g} min ({vm_cfg.accel}, "
+        f"{vm_cfg.devices} svmdev device(s)); engine output in {workdir / 'engine.log'}")
+    before = read_stats(workdir)
+    start = time.monotonic()
+    status = None
+    with open(workdir / "engine.log", "ab") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            status = _follow(proc, workdir, args, start, seconds + exec_timeout, log)
+        finally:
+            ended = proc.poll() is not None
+            _stop(proc)
+            kill_stray_vms(workdir / "vm")
+    elapsed = time.monotonic() - start
+    final = progress(workdir, args.engine, elapsed, status)
+    execs = final.execs - before.get("execs", 0)
+    log(f"fuzz: done after {elapsed / 60:.1f} min: {execs} execs ({execs / elapsed:.1f}/s), "
+        f"{final.guest_pcs} guest PCs, corpus {seeds} -> {final.corpus}, "
+        f"{final.findings - before.get('findings', 0)} finding(s) "
+        f"({final.saved} saved in {workdir / 'crashes'}), {final.lives} VM lives")
+    if final.saved:
+        log(f"fuzz: triage them with: ./svmfuzz triage {workdir}")
+    failed = _engine_failure(workdir, proc.returncode) if ended else ""
+    if failed:
+        log(f"fuzz: FAILED: {failed}")
+        return 1
+    return 0
+
+
+def _follow(proc: subprocess.Popen, workdir: Path, args, start: float, limit: float,
+            log) -> dict | None:
+    """Shows a progress line every few seconds and the harness's saved
+    findings as they come, until the engine ends or passes `limit` seconds.
+    Returns libFuzzer's last status."""
+    status = None
+    offset = (workdir / "engine.log").stat().st_size
+    shown = start
+    while proc.poll() is None and time.monotonic() - start < limit:
+        time.sleep(min(1.0, args.progress_seconds))
+        with open(workdir / "engine.log", "rb") as f:
+            f.seek(offset)
+            chunk = f.read()
+        # Whole lines only: the rest is read next time.
+        cut = chunk.rfind(b"\n") + 1
+        offset += cut
+        for line in chunk[:cut].decode(errors="replace").splitlines():
+            status = parse_libfuzzer(line) or status
+            if line.startswith("campaign: "):
+                log(f"fuzz: {line[len('campaign: '):]}")
+        if time.monotonic() - shown >= args.progress_seconds:
+            shown = time.monotonic()
+            log(progress(workdir, args.engine, shown - start, status).line())
+    return status
+
+
+def _engine_failure(workdir: Path, returncode: int | None) -> str:
+    """Why the engine failed, from the end of its log; "" when it did not."""
+    if returncode == 0:
+        return ""
+    tail = (workdir / "engine.log").read_text(errors="replace").splitlines()[-40:]
+    # The harness says why it gave up; else the engine does.
+    said = ([line for line in tail if line.startswith("campaign: ")] or
+            [line for line in tail if "PROGRAM ABORT" in line or "ERROR" in line])
+    return f"the engine exited with {returncode}" + (f": {said[-1]}" if said else "")
+
+
+@dataclass
+class CrashTriage:
+    input: str
+    runs: int = 0
+    reproduced: int = 0                  # runs whose primary finding had the bucket's title
+    titles: dict[str, int] = field(default_factory=dict)
+    console_log: str = ""                # of a run that reproduced it
+    program: str = ""                    # svmprog decode
+    why: list[str] = field(default_factory=list)  # what the campaign saw (crash-*.txt)
+
+
+@dataclass
+class Bucket:
+    title: str
+    crashes: list[CrashTriage] = field(default_factory=list)
+
+
+def saved_inputs(crashes: Path) -> list[Path]:
+    if not crashes.is_dir():
+        return []
+    return sorted(p for p in crashes.iterdir()
+                  if p.is_file() and p.name.startswith("crash-") and p.suffix != ".txt")
+
+
+def check_input(path: Path) -> tuple[bytes | None, str]:
+    """The input's bytes, or None and why it cannot be triaged."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return None, f"cannot read it: {e.strerror}"
+    if not data:
+        return None, "it is empty: no program to run"
+    return data, ""
+
+
+def decode(svmprog: Path, path: Path) -> tuple[str, str]:
+    """The text form of a binary input, or "" and why there is none."""
+    done = subprocess.run([str(svmprog), "decode", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        return "", done.stderr.strip() or f"svmprog decode exited with {done.returncode}"
+    if not done.stdout.strip():
+        return "", "it decodes to a program with no op"
+    return done.stdout, ""
+
+
+def outcome_title(outcome) -> str:
+    if outcome.findings:
+        return outcome.findings[0].title
+    if outcome.result is not None and outcome.result.status != protocol.Status.OK:
+        return outcome.result.title()
+    return NO_FINDING
+
+
+def bucket(results: list[CrashTriage]) -> list[Bucket]:
+    """Crashes by the title most of their runs gave; the most reproducible
+    buckets first, "no finding" (did not reproduce) last."""
+    buckets: dict[str, Bucket] = {}
+    for r in results:
+        title = Counter(r.titles).most_common(1)[0][0] if r.titles else NO_FINDING
+        r.reproduced = r.titles.get(title, 0) if title != NO_FINDING else 0
+        buckets.setdefault(title, Bucket(title)).crashes.append(r)
+    return sorted(buckets.values(), key=lambda b: (b.title == NO_FINDING,
+                                                   -max(c.reproduced for c in b.crashes), b.title))
+
+
+def triage_text(buckets: list[Bucket], skipped: list[dict]) -> str:
+    lines = []
+    for b in buckets:
+        lines.append(f"{b.title}")
+        for c in b.crashes:
+            lines.append(f"  {c.input}: reproduced {c.reproduced}/{c.runs}")
+            others = {t: n for t, n in c.titles.items() if t != b.title}
+            if others:
+                lines.append("    other runs: " + ", ".join(f"{t} ({n})" for t, n in others.items()))
+            if c.why:
+                lines.append(f"    campaign saw: {c.why[0]}")
+            if c.console_log:
+                lines.append(f"    console: {c.console_log}")
+            lines += [f"    | {line}" for line in c.program.splitlines()]
+        lines.append("")
+    for s in skipped:
+        lines.append(f"skipped {s['input']}: {s['why']}")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _campaign_saw(text: Path) -> list[str]:
+    try:
+        return [line[5:] for line in text.read_text(errors="replace").splitlines()
+                if line.startswith("why: ")]
+    except OSError:
+        return []
+
+
+def triage_command(args, log) -> int:
+    from svmfuzz import native, runner
+    from svmfuzz.vm import config_from_args
+
+    workdir = Path(args.dir).resolve()
+    build = Path(args.build_dir)
+    svmprog = build / "fuzz" / "program" / "svmprog"
+    inputs = saved_inputs(workdir / "crashes")
+    if not inputs:
+        log(f"triage: no saved inputs in {workdir / 'crashes'}")
+    conf = read_config(workdir / "campaign.conf")
+    # The programs run as they ran in the campaign.
+    op_timeout_ms = int(conf.get("op_timeout_ms", args.op_timeout_ms))
+    program_timeout_ms = int(conf.get("program_timeout_ms", args.program_timeout_ms))
+    if not args.append and conf.get("append"):
+        args.append = conf["append"]
+    args.workdir = str(workdir / "triage-vm")
+    results, skipped = [], []
+    todo = []
+    for path in inputs:
+        data, why = check_input(path)
+        program = ""
+        if data is not None:
+            program, why = decode(svmprog, path)
+        if why:
+            log(f"triage: skipping {path}: {why}")
+            skipped.append({"input": str(path), "why": why})
+            continue
+        todo.append((path, data, program))
+    if todo:
+        cfg = native.RunnerConfig(config_from_args(args, "executor", log),
+                                  boot_timeout=args.timeout, op_timeout_ms=op_timeout_ms,
+                                  program_timeout_ms=program_timeout_ms)
+        with runner.Runner(cfg, log) as r:
+            for path, data, program in todo:
+                t = CrashTriage(str(path), program=program,
+                                why=_campaign_saw(path.with_name(path.name + ".txt")))
+                titles: Counter = Counter()
+                for _ in range(args.repeat):
+                    o = r.run(data)
+                    title = outcome_title(o)
+                    titles[title] += 1
+                    t.runs += 1
+                    if title != NO_FINDING and not t.console_log:
+                        t.console_log = str(o.life.console_log)
+                t.titles = {k: v for k, v in titles.items() if k != NO_FINDING}
+                results.append(t)
+                log(f"triage: {path.name}: " + (", ".join(f"{k} ({v}/{t.runs})"
+                                                         for k, v in t.titles.items())
+                                               or f"{NO_FINDING} (0/{t.runs})"))
+    buckets = bucket(results)
+    report = {"dir": str(workdir), "repeat": args.repeat,
+              "buckets": [asdict(b) for b in buckets], "skipped": skipped}
+    for name, text in (("triage.json", json.dumps(report, indent=2) + "\n"),
+                       ("triage.txt", triage_text(buckets, skipped))):
+        tmp = workdir / f".{name}.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, workdir / name)
+    for b in buckets:
+        log(f"triage: {b.title}: {len(b.crashes)} input(s), best reproduced "
+            f"{max(c.reproduced for c in b.crashes)}/{args.repeat}")
+    log(f"triage: {len(buckets)} bucket(s), {len(skipped)} skipped; {workdir / 'triage.txt'}")
+    return 0
