@@ -101,6 +101,12 @@ proto::DeviceReply HostCaller::Call(const proto::DeviceRequest& request) const {
   return reply;
 }
 
+bool UsesDriver(const std::vector<Op>& ops) {
+  for (const Op& op : ops)
+    if (IsDriverOp(op.code) || UsesDriver(op.body)) return true;
+  return false;
+}
+
 bool HaveDriver() { return access(kDevicePath, F_OK) == 0; }
 
 Device::Device(std::vector<uint64_t> knobs, std::function<void(int fd)> on_open)

@@ -79,6 +79,8 @@ std::vector<uint64_t> DriverCounters(int fd);
 
 // True for driver ops, device actions and driver fault injection.
 bool IsDriverOp(OpCode code);
+// Whether any op of `ops` (fork bodies included) is a driver op.
+bool UsesDriver(const std::vector<Op>& ops);
 Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCaller& host,
                     std::vector<PageMismatch>* bad);
 

@@ -20,7 +20,6 @@ constexpr unsigned long kTracePc = 0;  // KCOV_TRACE_PC
 Kcov::~Kcov() {
   for (Trace& t : traces_) CloseTrace(&t);
   CloseTrace(&remote_);
-  if (set_pcs_ != nullptr) munmap(set_pcs_, set_size_ * 12);
 }
 
 bool Kcov::OpenTrace(Trace* t) {
@@ -55,9 +54,13 @@ bool Kcov::Open(size_t slots, size_t words) {
     traces_.push_back(t);
   }
   if (traces_.empty()) return false;
-  // Only a kernel with remote coverage accepts KCOV_REMOTE_ENABLE; finding
-  // out costs a fork, so the program's first use tells instead.
-  OpenTrace(&remote_);
+  // Only a kernel with remote coverage accepts KCOV_REMOTE_ENABLE.
+  if (OpenTrace(&remote_)) {
+    if (EnableRemote(1) == 0)
+      DisableRemote();
+    else
+      CloseTrace(&remote_);
+  }
   return true;
 }
 
@@ -76,60 +79,33 @@ int Kcov::EnableRemote(uint64_t handle) {
   return ioctl(remote_.fd, KCOV_REMOTE_ENABLE, &arg) == 0 ? 0 : errno;
 }
 
+void Kcov::DisableRemote() { ioctl(remote_.fd, KCOV_DISABLE, 0); }
+
 void Kcov::Reset() {
   for (Trace& t : traces_) __atomic_store_n(&t.area[0], 0, __ATOMIC_RELAXED);
   if (has_remote()) __atomic_store_n(&remote_.area[0], 0, __ATOMIC_RELAXED);
 }
 
-void Kcov::ClearSet(size_t cap) {
-  // At most half full keeps probes short.
-  size_t size = 1024;
-  while (size < 2 * cap) size *= 2;
-  if (size != set_size_) {
-    if (set_pcs_ != nullptr) munmap(set_pcs_, set_size_ * 12);
-    void* p = mmap(nullptr, size * 12, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-      set_pcs_ = nullptr;
-      set_size_ = 0;
-      return;
-    }
-    // Forked programs do not need it, and a fork would make every page of
-    // it fault again on the next use.
-    madvise(p, size * 12, MADV_DONTFORK);
-    set_pcs_ = static_cast<uint64_t*>(p);
-    set_stamps_ = reinterpret_cast<uint32_t*>(set_pcs_ + size);
-    set_size_ = size;
-    generation_ = 0;
-  }
-  if (++generation_ == 0) {
-    std::fill(set_stamps_, set_stamps_ + set_size_, 0);
-    generation_ = 1;
-  }
-}
-
 void Kcov::CollectTrace(const Trace& t, size_t cap, std::vector<uint64_t>* out) {
-  if (set_size_ == 0) return;
   const uint64_t n = std::min<uint64_t>(__atomic_load_n(&t.area[0], __ATOMIC_RELAXED), words_ - 1);
-  const size_t mask = set_size_ - 1;
+  uint64_t last = 0;
   for (uint64_t i = 1; i <= n && out->size() < cap; i++) {
     const uint64_t pc = t.area[i];
-    size_t h = static_cast<size_t>((pc * 0x9e3779b97f4a7c15ull) >> 20) & mask;
-    while (set_stamps_[h] == generation_ && set_pcs_[h] != pc) h = (h + 1) & mask;
-    if (set_stamps_[h] == generation_) continue;
-    set_stamps_[h] = generation_;
-    set_pcs_[h] = pc;
-    out->push_back(pc);
+    // A loop traces the same block over and over: no need to look it up.
+    if (pc == last) continue;
+    last = pc;
+    if (seen_.Insert(pc)) out->push_back(pc);
   }
 }
 
 void Kcov::Collect(size_t used, size_t cap, std::vector<uint64_t>* cover,
                    std::vector<uint64_t>* remote) {
-  // A hash set rather than a sort: a program traces tens of thousands of
-  // PCs under KCOV_INSTRUMENT_ALL, and the guest CPU is emulated.
-  ClearSet(cap);
+  // A set rather than a sort: a program traces tens of thousands of PCs
+  // under KCOV_INSTRUMENT_ALL, and the guest CPU is emulated.
+  seen_.Clear();
   for (size_t i = 0; i < std::min(used, traces_.size()); i++) CollectTrace(traces_[i], cap, cover);
-  if (!has_remote()) return;
-  ClearSet(cap);
+  if (remote == nullptr) return;
+  seen_.Clear();
   CollectTrace(remote_, cap, remote);
 }
 
@@ -141,11 +117,6 @@ void Kcov::Replace(size_t slot) {
     for (size_t i = slot + 1; i < traces_.size(); i++) CloseTrace(&traces_[i]);
     traces_.resize(slot);
   }
-}
-
-void Kcov::ReplaceRemote() {
-  CloseTrace(&remote_);
-  OpenTrace(&remote_);
 }
 
 }  // namespace svmfuzz

@@ -115,15 +115,8 @@ class Process {
     }
   }
 
-  // `own_thread`: run thread 0's ops on a thread of their own, because the
-  // calling task traces remote coverage and a task has one kcov only.
-  void Run(bool own_thread) {
-    if (own_thread) {
-      std::thread main([this] { RunThread(0, main_); });
-      main.join();
-    } else {
-      RunThread(0, main_);
-    }
+  void Run() {
+    RunThread(0, main_);
     for (Life*& l : running_) {
       if (l != nullptr) l->thread.join();
       l = nullptr;
@@ -298,7 +291,7 @@ class Process {
     if (pid == 0) {
       buffers_->AfterForkChild();
       Process child(op.body, index + 1, shared_, config_, buffers_);
-      child.Run(false);
+      child.Run();
       _exit(0);
     }
     buffers_->AfterForkParent();
@@ -348,12 +341,6 @@ class Process {
   std::vector<std::pair<pid_t, Buffers::ForkToken>> unwaited_;
 };
 
-bool UsesDriver(const std::vector<Op>& ops) {
-  for (const Op& op : ops)
-    if (IsDriverOp(op.code) || UsesDriver(op.body)) return true;
-  return false;
-}
-
 bool UsesFailProbability(const std::vector<Op>& ops) {
   for (const Op& op : ops) {
     if (op.code == OpCode::kFailslab || op.code == OpCode::kFailPageAlloc) return true;
@@ -367,13 +354,8 @@ bool UsesFailProbability(const std::vector<Op>& ops) {
 void RunProgram(const Program& program, SharedRun* shared, const RunConfig& config) {
   // Only what the program uses: every syscall costs under TCG.
   if (UsesFailProbability(program.ops)) faults::MarkProcess();
-  // Only the driver's workers produce remote coverage.
-  const bool remote =
-      config.kcov != nullptr && config.kcov->has_remote() && UsesDriver(program.ops);
-  if (remote && config.kcov->EnableRemote(config.remote_handle) == EBUSY)
-    shared->kcov_busy |= SharedRun::kRemoteBusy;
   Buffers buffers(config.buffer_base);
-  Process(program.ops, 0, shared, config, &buffers).Run(remote);
+  Process(program.ops, 0, shared, config, &buffers).Run();
 }
 
 }  // namespace svmfuzz

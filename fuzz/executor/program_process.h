@@ -20,7 +20,6 @@ namespace svmfuzz {
 struct SharedRun {
   static constexpr size_t kMaxWatched = 64;  // threads of all processes of a program
   static constexpr size_t kMaxMismatches = 64;
-  static constexpr uint64_t kRemoteBusy = 1ull << 63;  // in kcov_busy
   static constexpr size_t kMaxCounters = 64;
 
   // The op a thread runs and since when, for the per-op watchdog.
@@ -51,7 +50,6 @@ struct SharedRun {
 
 struct RunConfig {
   Kcov* kcov = nullptr;  // null: no coverage
-  uint64_t remote_handle = 0;
   uintptr_t buffer_base = 0;
   std::vector<uint64_t> knobs;  // ExecRequest.knobs, for every device file
   int host_fd = -1;             // the program's end of the supervisor's relay to the host

@@ -140,8 +140,11 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
     result.message = std::string("socketpair: ") + std::strerror(errno);
     return result;
   }
-  const RunConfig config{cover ? &kcov_ : nullptr, ++remote_handle_, kBufferBase, request.knobs,
-                         relay_fds[1]};
+  const RunConfig config{cover ? &kcov_ : nullptr, kBufferBase, request.knobs, relay_fds[1]};
+  // Only the driver's workers produce remote coverage; a fresh handle per
+  // program keeps an earlier program's stuck worker out of this one's trace.
+  const bool remote = cover && kcov_.has_remote() && UsesDriver(program.ops) &&
+                      kcov_.EnableRemote(++remote_handle_) == 0;
   Relay relay{port, relay_fds[0]};
   const uint64_t start = MonotonicNs();
 
@@ -164,6 +167,7 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
   }
   close(relay_fds[1]);
   if (pid < 0) {
+    if (remote) kcov_.DisableRemote();
     close(relay_fds[0]);
     result.status = proto::Status::kExecutorError;
     result.message = std::string("fork: ") + std::strerror(errno);
@@ -171,6 +175,7 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
   }
   setpgid(pid, pid);
   Watch(pid, request, start, &relay, &result);
+  if (remote) kcov_.DisableRemote();
   close(relay_fds[0]);
   result.duration_us = static_cast<uint32_t>((MonotonicNs() - start) / 1000);
   // A SIGKILL the watchdog did not send, while the kernel counted an OOM
@@ -191,13 +196,13 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
                          shared_->counters + std::min<size_t>(shared_->num_counters,
                                                               SharedRun::kMaxCounters));
   const size_t used = std::min<size_t>(shared_->next_kcov, kcov_.slots());
-  if (cover) kcov_.Collect(used, request.cover_cap, &result.cover, &result.remote_cover);
+  if (cover)
+    kcov_.Collect(used, request.cover_cap, &result.cover, remote ? &result.remote_cover : nullptr);
   // Traces a live task still holds cannot be enabled again: take fresh ones.
   const uint64_t busy = shared_->kcov_busy;
   const bool stuck = result.status == proto::Status::kStuck;
   for (size_t i = used; i-- > 0;)
     if (stuck || (busy >> i & 1)) kcov_.Replace(i);
-  if (kcov_.has_remote() && (stuck || (busy & SharedRun::kRemoteBusy))) kcov_.ReplaceRemote();
   if (shared_->faults_armed) faults::Disarm();
   ReapOrphans();
   return result;
