@@ -7,7 +7,7 @@ from pathlib import Path
 
 from svmfuzz import native
 from svmfuzz.errors import SvmfuzzError
-from svmfuzz.paths import build_dir
+from svmfuzz.paths import REPO_ROOT, build_dir
 
 
 def log(msg: str) -> None:
@@ -66,6 +66,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return runner.run_command(args, log)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from svmfuzz import bench
+
+    return bench.command(args, log)
+
+
+def _cmd_fuzz(args: argparse.Namespace) -> int:
+    from svmfuzz import campaign
+
+    return campaign.fuzz_command(args, log)
+
+
+def _cmd_triage(args: argparse.Namespace) -> int:
+    from svmfuzz import campaign
+
+    return campaign.triage_command(args, log)
+
+
 def _add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-dir", default=str(build_dir()),
                    help="CMake build directory holding artifacts/ (default: %(default)s)")
@@ -115,6 +133,35 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--op-timeout-ms", type=int, default=5000)
     run.add_argument("--program-timeout-ms", type=int, default=20000)
     run.set_defaults(func=_cmd_run)
+
+    bench = sub.add_parser("bench", help="programs per second of one VM, and where the time goes")
+    _add_vm_options(bench)
+    bench.add_argument("--runs", type=int, default=30, help="at least this many runs a program")
+    bench.add_argument("--seconds", type=float, default=10, help="and at least this long")
+    bench.add_argument("--pings", type=int, default=50, help="round trips to time")
+    bench.set_defaults(func=_cmd_bench)
+
+    fz = sub.add_parser("fuzz", help="a coverage-guided campaign against the guest (libFuzzer or AFL++)")
+    _add_vm_options(fz)
+    fz.add_argument("--engine", choices=["libfuzzer", "afl"], default="libfuzzer")
+    fz.add_argument("--minutes", type=float, default=10, help="how long (default: %(default)s)")
+    fz.add_argument("--seeds", default=str(REPO_ROOT / "corpus" / "programs"),
+                    help="text programs (*.svmp) a new campaign starts from")
+    fz.add_argument("--progress-seconds", type=float, default=10,
+                    help="seconds between progress lines (default: %(default)s)")
+    fz.add_argument("--op-timeout-ms", type=int, default=5000)
+    fz.add_argument("--program-timeout-ms", type=int, default=20000)
+    fz.set_defaults(func=_cmd_fuzz)
+
+    tr = sub.add_parser("triage", help="run a campaign's saved inputs again and bucket them by title")
+    _add_vm_options(tr)
+    tr.add_argument("dir", help="the campaign directory (svmfuzz fuzz --workdir)")
+    tr.add_argument("--repeat", type=int, default=3, help="runs of each input (default: %(default)s)")
+    tr.add_argument("--op-timeout-ms", type=int, default=5000,
+                    help="when the campaign's own is not known")
+    tr.add_argument("--program-timeout-ms", type=int, default=20000,
+                    help="when the campaign's own is not known")
+    tr.set_defaults(func=_cmd_triage)
     return parser
 
 

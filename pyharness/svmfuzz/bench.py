@@ -1,0 +1,118 @@
+"""svmfuzz bench: how fast one VM runs programs, and where the time goes.
+
+Boots one guest and prints, all measured in that one life:
+- the host<->executor round trip (PING/PONG);
+- for each benchmark program, programs per second and the cost of one run
+  split into: the ops themselves (the executor's per-op times), the program's
+  process around them (fork, setup, exit: the executor's program time less
+  its ops), and the host's share (transport, encoding, judging: the host's
+  time less the executor's program time);
+- each program's rate as a ratio of the empty program's, the floor that the
+  executor's fork-per-program design sets.
+
+Programs run with coverage on, as a campaign runs them, and once more without
+it for the 10-op driver program, to show what collecting coverage costs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from svmfuzz import protocol, runner
+from svmfuzz.errors import SvmfuzzError
+from svmfuzz.vm import config_from_args
+
+PROGRAMS = {
+    "empty": "",
+    # Ten ops of user memory only: no driver.
+    "cpu-10": """
+        mmap buf=0 pages=16 kind=anon prot=rw
+        write buf=0 off=0 pages=16 seed=1
+        mprotect buf=0 off=0 pages=8 prot=r
+        read buf=0 off=0 pages=16
+        mprotect buf=0 off=0 pages=8 prot=rw
+        madvise buf=0 off=8 pages=8 advice=dontneed
+        write buf=0 off=8 pages=8 seed=2
+        verify buf=0 off=0 pages=8 seed=1
+        verify buf=0 off=8 pages=8 seed=2
+        munmap buf=0 off=0 pages=16
+    """,
+    # Ten ops such as a campaign runs: mirror, device access, migration both
+    # ways (the CPU faulting pages home), an invalidation.
+    "svm-10": """
+        mmap buf=0 pages=16 kind=anon prot=rw
+        write buf=0 off=0 pages=16 seed=1
+        mirror buf=0 off=0 pages=16 write=yes
+        dev_read buf=0 off=0 pages=8
+        migrate_to_dev buf=0 off=0 pages=8
+        dev_write buf=0 off=8 pages=8 seed=2
+        verify buf=0 off=0 pages=8 seed=1
+        madvise buf=0 off=8 pages=4 advice=dontneed
+        migrate_to_sys buf=0 off=0 pages=8
+        munmap buf=0 off=0 pages=16
+    """,
+}
+
+
+@dataclass
+class Figures:
+    name: str
+    cover: bool
+    runs: int
+    seconds: float
+    host_ms: float     # per program, as the host saw it
+    guest_ms: float    # the executor's program time
+    ops_ms: float      # the sum of the program's op times
+
+    @property
+    def rate(self) -> float:
+        return self.runs / self.seconds
+
+
+def measure(r: runner.Runner, name: str, program: bytes, cover: bool, min_runs: int,
+            min_seconds: float) -> Figures:
+    r.cfg.cover = cover
+    r.run(program)  # warm: the first run of a program faults in what later ones reuse
+    host, guest, ops = [], [], []
+    start = time.monotonic()
+    while len(host) < min_runs or time.monotonic() - start < min_seconds:
+        o = r.run(program)
+        if o.result is None or o.findings or o.result.status != protocol.Status.OK:
+            raise SvmfuzzError(f"bench: {name}: " + "\n".join(runner.describe(o)))
+        host.append(o.seconds * 1000)
+        guest.append(o.result.duration_us / 1000)
+        ops.append(sum(op.duration_us for op in o.result.ops) / 1000)
+    return Figures(name, cover, len(host), time.monotonic() - start, statistics.median(host),
+                   statistics.median(guest), statistics.median(ops))
+
+
+def command(args, log) -> int:
+    build = Path(args.build_dir)
+    with tempfile.TemporaryDirectory(prefix="svmfuzz-bench-") as texts:
+        programs = runner.encode_texts({k: v for k, v in PROGRAMS.items() if v}, Path(texts),
+                                       build / "fuzz" / "program" / "svmprog")
+    # Every byte string is a program: no bytes, no ops.
+    programs = {"empty": b"", **programs}
+    cfg = runner.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout)
+    with runner.Runner(cfg, log) as r:
+        life = r.boot()
+        log(f"bench: executor ready in {life.boot_seconds:.1f} s ({cfg.vm.accel}, "
+            f"{cfg.vm.cpus} vCPUs, {cfg.vm.memory})")
+        rtts = sorted(r.ping() * 1000 for _ in range(args.pings))
+        log(f"bench: host<->executor round trip: best {rtts[0]:.2f} ms, "
+            f"median {statistics.median(rtts):.2f} ms over {len(rtts)}")
+        figures = [measure(r, name, p, True, args.runs, args.seconds)
+                   for name, p in programs.items()]
+        figures.append(measure(r, "svm-10", programs["svm-10"], False, args.runs, args.seconds))
+    base = figures[0]
+    log(f"bench: {'program':<8} {'cover':<5} {'runs':>5} {'prog/s':>7} {'x empty':>7} "
+        f"{'host ms':>8} {'ops ms':>7} {'process ms':>10} {'host-side ms':>12}")
+    for f in figures:
+        log(f"bench: {f.name:<8} {'yes' if f.cover else 'no':<5} {f.runs:>5} {f.rate:>7.1f} "
+            f"{f.rate / base.rate:>7.2f} {f.host_ms:>8.1f} {f.ops_ms:>7.1f} "
+            f"{f.guest_ms - f.ops_ms:>10.1f} {f.host_ms - f.guest_ms:>12.1f}")
+    return 0
