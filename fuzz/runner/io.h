@@ -28,6 +28,11 @@ bool WriteAll(int fd, const uint8_t* data, size_t size);
 // A connected unix stream socket (close-on-exec), or -1 with errno set.
 int ConnectUnix(const std::string& path);
 
+// The whole file; empty if it cannot be read.
+std::string ReadFile(const std::string& path);
+// Without the whitespace around it.
+std::string Trim(const std::string& s);
+
 }  // namespace svmfuzz
 
 #endif  // SVMFUZZ_RUNNER_IO_H_
