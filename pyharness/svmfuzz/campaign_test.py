@@ -1,0 +1,228 @@
+"""The campaign front end: the engines' progress, seeding and resuming,
+campaigns of the real libFuzzer harness against the stand-in QEMU, and triage
+with a stand-in runner."""
+
+import json
+import re
+import shutil
+import types
+from pathlib import Path
+
+import pytest
+
+from svmfuzz import campaign, cli, native, protocol
+from svmfuzz.oracles.console import Finding
+from svmfuzz.paths import build_dir
+
+
+def test_libfuzzer_status_lines():
+    assert campaign.parse_libfuzzer(
+        "#1234\tNEW    ft: 14681 corp: 17/2113b lim: 4096 exec/s: 3 rss: 28Mb L: 184/184 MS: 1 "
+        "CrossOver-") == {"execs": 1234, "event": "NEW", "corpus": 17, "execs_per_sec": 3}
+    assert campaign.parse_libfuzzer("#8\tINITED ft: 9 corp: 8/952b exec/s: 0 rss: 27Mb") == {
+        "execs": 8, "event": "INITED", "corpus": 8, "execs_per_sec": 0}
+    assert campaign.parse_libfuzzer("#64\tpulse  ft: 9 corp: 8/952b lim: 4096 rss: 27Mb") is None
+    assert campaign.parse_libfuzzer("#64\tREDUCE ft: 9 corp: 8/952b lim: 4096 rss: 27Mb")[
+        "execs_per_sec"] is None
+    assert campaign.parse_libfuzzer("runner: life 0 ready in 59.4 s") is None
+    assert campaign.parse_libfuzzer("INFO: 65536 Extra Counters") is None
+
+
+def test_progress_line_from_stats_and_the_engines(tmp_path):
+    (tmp_path / "stats.json").write_text(json.dumps(
+        {"execs": 420, "execs_per_sec": 3.25, "guest_pcs": 15234, "findings": 3, "saved": 2,
+         "lives": 4}))
+    status = campaign.parse_libfuzzer("#400\tNEW    ft: 1 corp: 57/3kb exec/s: 3 rss: 28Mb")
+    p = campaign.progress(tmp_path, "libfuzzer", 130, status)
+    assert p.line() == ("fuzz: 2m10s execs 420 (3.2/s) guest PCs 15234 corpus 57 "
+                        "findings 3 (saved 2) lives 4")
+    afl = tmp_path / "afl" / "default"
+    afl.mkdir(parents=True)
+    (afl / "fuzzer_stats").write_text("start_time        : 1\ncorpus_count      : 31\n"
+                                      "execs_done        : 99\n")
+    assert campaign.progress(tmp_path, "afl", 5, None).corpus == 31
+    # Before the engine says anything, the corpus directory does.
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "a").write_bytes(b"x")
+    (tmp_path / "corpus" / ".partial").write_bytes(b"x")
+    empty = campaign.progress(tmp_path / "corpus", "libfuzzer", 0, None)
+    assert (empty.execs, empty.corpus) == (0, 0)
+    assert campaign.progress(tmp_path, "libfuzzer", 0, None).corpus == 1
+
+
+def test_afl_stats_lines():
+    assert campaign.parse_afl_stats("a   : 1\nbanner : x:y\nnothing\n") == {"a": "1", "banner": "x:y"}
+
+
+@pytest.fixture
+def svmprog():
+    path = build_dir() / "fuzz" / "program" / "svmprog"
+    if not path.is_file():
+        pytest.skip(f"no {path}: build it (cmake --build <build> --target svmprog)")
+    return path
+
+
+def test_a_new_campaign_is_seeded_and_a_resumed_one_keeps_its_corpus(tmp_path, svmprog):
+    said = []
+    n = campaign.seed(tmp_path, campaign.SEEDS, svmprog, said.append)
+    seeds = sorted(campaign.SEEDS.glob("*.svmp"))
+    assert n == len(seeds) > 0
+    assert [p.name for p in campaign.corpus_files(tmp_path / "corpus")] == sorted(
+        f"{p.stem}.bin" for p in seeds)
+    (tmp_path / "corpus" / "found-later").write_bytes(b"\x01\x02")
+    (tmp_path / "corpus" / "boot_smoke.bin").write_bytes(b"\x03")
+    assert campaign.seed(tmp_path, campaign.SEEDS, svmprog, said.append) == n + 1
+    assert (tmp_path / "corpus" / "boot_smoke.bin").read_bytes() == b"\x03"
+    assert said[-1] == f"fuzz: resuming {tmp_path} ({n + 1} corpus inputs)"
+    with pytest.raises(Exception, match="no seed programs"):
+        campaign.seed(tmp_path / "other", tmp_path / "none", svmprog, said.append)
+
+
+def test_config_the_harness_reads(tmp_path):
+    vm_cfg = types.SimpleNamespace(qemu=Path("/q/qemu"), kernel=Path("/k"),
+                                   initramfs=Path("/i.cpio"), accel="tcg", cpus=2, memory="2G",
+                                   devices=2, extra_append=["a=1", "b"])
+    path = tmp_path / "campaign.conf"
+    campaign.write_config(path, vm_cfg, tmp_path, "afl", 300, 5000, 20000)
+    conf = campaign.read_config(path)
+    assert conf["qemu"] == "/q/qemu"
+    assert conf["vm_workdir"] == str(tmp_path / "vm")
+    assert conf["append"] == "a=1 b"
+    assert (conf["devices"], conf["op_timeout_ms"], conf["engine"]) == ("2", "5000", "afl")
+    assert [p.name for p in tmp_path.iterdir()] == ["campaign.conf"]
+
+
+def test_engine_command_lines(tmp_path):
+    argv, env = campaign.engine_command("libfuzzer", Path("/b/h"), tmp_path, 120, 400)
+    assert argv[0] == "/b/h" and argv[-1] == str(tmp_path / "corpus")
+    assert {"-max_total_time=120", "-timeout=400", "-len_control=0"} <= set(argv)
+    assert env["SVMFUZZ_CAMPAIGN"] == str(tmp_path / "campaign.conf")
+    if shutil.which("afl-fuzz"):
+        argv, env = campaign.engine_command("afl", Path("/b/h"), tmp_path, 120, 400)
+        assert argv[-2:] == ["--", "/b/h"]
+        assert argv[argv.index("-t") + 1] == "400000"
+        assert argv[argv.index("-V") + 1] == "120"
+        assert env["AFL_MAP_SIZE"] == str(1 << 18)
+
+
+def _fake_vm(tmp_path):
+    fake = build_dir() / "fuzz" / "runner" / "svmfuzz-fake-qemu"
+    harness = build_dir() / "fuzz" / "campaign" / campaign.HARNESS["libfuzzer"]
+    if not fake.is_file() or not harness.is_file():
+        pytest.skip("the stand-in QEMU or the libFuzzer harness is not built")
+    return lambda args, run, log: native.VmConfig(fake, tmp_path / "kernel",
+                                                  tmp_path / "initramfs.cpio",
+                                                  Path(args.workdir))
+
+
+def test_a_campaign_against_the_stand_in_and_its_resumption(tmp_path, svmprog, monkeypatch,
+                                                            capsys):
+    monkeypatch.setattr("svmfuzz.vm.config_from_args", _fake_vm(tmp_path))
+    work = tmp_path / "campaign"
+    argv = ["fuzz", "--build-dir", str(build_dir()), "--workdir", str(work), "--minutes", "0.1",
+            "--progress-seconds", "1", "--program-timeout-ms", "500"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    stats = json.loads((work / "stats.json").read_text())
+    seeds = len(list(campaign.SEEDS.glob("*.svmp")))
+    assert stats["execs"] > seeds
+    assert stats["engine"] == "libfuzzer"
+    # The stand-in's coverage is the program's length: new lengths are new inputs.
+    assert len(campaign.corpus_files(work / "corpus")) > seeds
+    assert "fuzz: 0m01s execs" in out
+    assert re.search(r"^fuzz: done after \d+\.\d min: \d+ execs", out, re.M)
+    assert list((work / "vm").glob("vm0-life*.console.log"))
+
+    first = stats["execs"]
+    corpus = len(campaign.corpus_files(work / "corpus"))
+    assert cli.main(argv) == 0
+    assert f"fuzz: resuming {work} ({corpus} corpus inputs)" in capsys.readouterr().out
+    assert json.loads((work / "stats.json").read_text())["execs"] > first
+    assert len(campaign.corpus_files(work / "corpus")) >= corpus
+
+
+def test_a_harness_that_cannot_boot_fails_the_campaign(tmp_path, svmprog, monkeypatch, capsys):
+    monkeypatch.setattr("svmfuzz.vm.config_from_args", _fake_vm(tmp_path))
+    monkeypatch.setenv("FAKE_QEMU_MODE", "die")
+    work = tmp_path / "campaign"
+    assert cli.main(["fuzz", "--build-dir", str(build_dir()), "--workdir", str(work),
+                     "--minutes", "1", "--progress-seconds", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "fuzz: FAILED: the engine exited with 77: campaign: the guest did not boot, 3 time(s)" in out
+
+
+def test_buckets_by_title_most_reproducible_first():
+    t = campaign.CrashTriage
+    results = [
+        t("c1", runs=3, titles={"INFO: task hung in svmdev_fence_wait": 3}),
+        t("c2", runs=3, titles={"livelock in svmdev_exclusive": 1,
+                                "INFO: task hung in svmdev_fence_wait": 2}),
+        t("c3", runs=3, titles={}),
+        t("c4", runs=3, titles={"livelock in svmdev_exclusive": 3}),
+    ]
+    buckets = campaign.bucket(results)
+    assert [(b.title, [c.input for c in b.crashes]) for b in buckets] == [
+        ("INFO: task hung in svmdev_fence_wait", ["c1", "c2"]),
+        ("livelock in svmdev_exclusive", ["c4"]),
+        (campaign.NO_FINDING, ["c3"]),
+    ]
+    assert [c.reproduced for c in buckets[0].crashes] == [3, 2]
+    assert buckets[2].crashes[0].reproduced == 0
+    text = campaign.triage_text(buckets, [{"input": "c5", "why": "it is empty: no program to run"}])
+    assert "  c2: reproduced 2/3\n    other runs: livelock in svmdev_exclusive (1)\n" in text
+    assert text.endswith("skipped c5: it is empty: no program to run\n")
+
+
+class _FakeRunner:
+    """Gives each program the finding its last byte names, always."""
+    titles = {1: "INFO: task hung in svmdev_fence_wait", 2: "data corruption in dev_read"}
+
+    def __init__(self, cfg, log):
+        self.life = types.SimpleNamespace(console_log=Path("/vm/vm0-life000.console.log"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def run(self, program):
+        title = self.titles.get(program[-1])
+        findings = [Finding(title=title, category="hang", frame="", report="")] if title else []
+        result = protocol.ExecResult(id=1, status=protocol.Status.OK, detail=0, duration_us=1)
+        return types.SimpleNamespace(findings=findings, result=result, life=self.life)
+
+
+def test_triage_reruns_buckets_and_skips_what_it_cannot_run(tmp_path, svmprog, monkeypatch,
+                                                            capsys):
+    monkeypatch.setattr("svmfuzz.vm.config_from_args", lambda args, run, log: None)
+    monkeypatch.setattr(native, "RunnerConfig", lambda vm, **kw: kw, raising=False)
+    monkeypatch.setattr("svmfuzz.runner.Runner", _FakeRunner)
+    crashes = tmp_path / "crashes"
+    crashes.mkdir()
+    # mmap buf=0 pages=1, then a short record that orders the finding.
+    for name, last in (("crash-a", 1), ("crash-b", 2), ("crash-c", 1), ("crash-d", 7)):
+        (crashes / name).write_bytes(bytes([0, 0, 0, 1, 0, 0, 0, last]))
+    (crashes / "crash-a.txt").write_text("kind: stuck\nwhy: stuck: a task in state D\n")
+    (crashes / "crash-empty").write_bytes(b"")
+    (crashes / "crash-corrupt").write_bytes(b"\xff\xff\xfe")
+    assert cli.main(["triage", str(tmp_path), "--build-dir", str(build_dir()),
+                     "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"triage: skipping {crashes / 'crash-empty'}: it is empty: no program to run" in out
+    assert f"skipping {crashes / 'crash-corrupt'}: it decodes to a program with no op" in out
+    report = json.loads((tmp_path / "triage.json").read_text())
+    assert [(b["title"], [Path(c["input"]).name for c in b["crashes"]]) for b in report["buckets"]] == [
+        ("INFO: task hung in svmdev_fence_wait", ["crash-a", "crash-c"]),
+        ("data corruption in dev_read", ["crash-b"]),
+        (campaign.NO_FINDING, ["crash-d"]),
+    ]
+    hung = report["buckets"][0]["crashes"][0]
+    assert (hung["reproduced"], hung["runs"]) == (2, 2)
+    assert hung["why"] == ["stuck: a task in state D"]
+    assert hung["console_log"] == "/vm/vm0-life000.console.log"
+    assert "mmap" in hung["program"]
+    assert len(report["skipped"]) == 2
+    text = (tmp_path / "triage.txt").read_text()
+    assert text.startswith("INFO: task hung in svmdev_fence_wait\n  ")
+    assert "    campaign saw: stuck: a task in state D\n" in text
