@@ -835,9 +835,28 @@ struct svmdev_core {
       Error(SVMDEV_STATUS_BAD_RING, st.cmdq.base, "svmdev: enable with unusable rings");
       return;
     }
+    Restart();
     st.halted = 0;
     st.control |= SVMDEV_CTRL_ENABLE;
     ProcessCommands();
+  }
+  // A ring restart starts with no outstanding work and no cached translation:
+  // the driver has aborted everything it had in flight (and may have freed the
+  // pages behind it), so nothing may complete, be replayed or use an old entry.
+  // Contexts stay: their page tables in guest memory are authoritative.
+  void Restart() {
+    for (TlbEntry& e : st.tlb) e = TlbEntry{};
+    st.tlb_next = 0;
+    std::vector<Stalled> stalled;
+    stalled.swap(st.stalled);
+    st.cpls.clear();
+    st.faults.clear();
+    st.held.clear();
+    for (const Stalled& s : stalled) {
+      st.counters[SVMDEV_CNT_CANCELS]++;
+      // A host access has no ring to lose: its waiter hears the outcome.
+      if (s.origin == kFromHost) Finish(s, SVMDEV_STATUS_CANCELLED, 0);
+    }
   }
 
   void Write32(uint64_t off, uint32_t v) {

@@ -17,6 +17,14 @@ namespace {
 constexpr uint64_t kRW = SVMDEV_PTE_VALID | SVMDEV_PTE_READ | SVMDEV_PTE_WRITE;
 constexpr uint64_t kRWA = kRW | SVMDEV_PTE_ATOMIC;
 
+template <typename T>
+T Payload(const CtlMessage& m) {
+  T v{};
+  EXPECT_EQ(m.payload.size(), sizeof(T));
+  std::memcpy(&v, m.payload.data(), std::min(sizeof(T), m.payload.size()));
+  return v;
+}
+
 class CoreTest : public ::testing::Test {
  protected:
   void SetUp() override { ASSERT_TRUE(tb_.Enable()); }
@@ -33,6 +41,15 @@ class CoreTest : public ::testing::Test {
     auto c = tb_.Submit(cmd);
     EXPECT_EQ(c.size(), 1u);
     return c.empty() ? svmdev_cpl{} : c[0];
+  }
+  // The one message on the channel is the EVT_ACCESS_DONE of the host access tag.
+  void ExpectAccessDone(uint32_t tag, uint32_t status) {
+    auto m = tb_.CtlReceive();
+    ASSERT_EQ(m.size(), 1u);
+    auto e = Payload<svmdev_ctl_event>(m[0]);
+    EXPECT_EQ(e.kind, SVMDEV_EVT_ACCESS_DONE);
+    EXPECT_EQ(e.tag, tag);
+    EXPECT_EQ(e.code, status);
   }
   bool Saw(unsigned vec) const {
     return std::find(tb_.irqs.begin(), tb_.irqs.end(), vec) != tb_.irqs.end();
@@ -449,14 +466,6 @@ TEST_F(CoreTest, ResetCommandAndRegister) {
 
 // ---- host control channel ----
 
-template <typename T>
-T Payload(const CtlMessage& m) {
-  T v{};
-  EXPECT_EQ(m.payload.size(), sizeof(T));
-  std::memcpy(&v, m.payload.data(), std::min(sizeof(T), m.payload.size()));
-  return v;
-}
-
 TEST_F(CoreTest, ControlChannelPingCountersAndMalformedInput) {
   tb_.CtlSend(SVMDEV_CTL_PING, 7, nullptr, 0);
   auto m = tb_.CtlReceive();
@@ -512,12 +521,7 @@ TEST_F(CoreTest, ControlChannelAccessStallsAndReportsWhenDone) {
   tb_.Map(root, 0x6000, Testbed::kData, kRW);
   auto c = tb_.Submit(Testbed::Cmd(SVMDEV_OP_FAULT_REPLAY, 3, r.fault_id));
   EXPECT_EQ(c.size(), 1u);  // a host access completes on the channel, not the ring
-  m = tb_.CtlReceive();
-  ASSERT_EQ(m.size(), 1u);
-  auto e = Payload<svmdev_ctl_event>(m[0]);
-  EXPECT_EQ(e.kind, SVMDEV_EVT_ACCESS_DONE);
-  EXPECT_EQ(e.tag, 5u);
-  EXPECT_EQ(e.code, SVMDEV_STATUS_OK);
+  ExpectAccessDone(5, SVMDEV_STATUS_OK);
   EXPECT_EQ(tb_.MemRead(Testbed::kData, 8), 77u);
 }
 
@@ -611,6 +615,155 @@ TEST_F(CoreTest, ControlChannelFailsDmas) {
   EXPECT_EQ(One(Testbed::AccessCmd(0, 0x1000, SVMDEV_ACC_READ, 8)).status,
             SVMDEV_STATUS_DMA_ERROR);
   EXPECT_EQ(One(Testbed::AccessCmd(0, 0x1000, SVMDEV_ACC_READ, 8)).status, SVMDEV_STATUS_OK);
+}
+
+// ---- ring restart: CONTROL.ENABLE cleared, then set ----
+
+class RestartTest : public CoreTest {
+ protected:
+  void Restart() {
+    tb_.Write32(SVMDEV_REG_CONTROL, 0);
+    ASSERT_TRUE(tb_.Enable());
+  }
+  uint32_t Status() const { return tb_.Read32(SVMDEV_REG_STATUS); }
+};
+
+TEST_F(RestartTest, DropsEveryTranslationAndKeepsContexts) {
+  uint64_t root0 = SetupCtx(0), root1 = SetupCtx(1);
+  const uint64_t a = Testbed::kData, b = Testbed::kData + 0x1000;
+  tb_.MemWrite(a, 111, 8);
+  tb_.MemWrite(b, 222, 8);
+  tb_.Map(root0, 0x3000, a, kRW);
+  tb_.Map(root1, 0x3000, a, kRW);
+  EXPECT_EQ(One(Testbed::AccessCmd(0, 0x3000, SVMDEV_ACC_READ, 8)).value, 111u);
+  EXPECT_EQ(One(Testbed::AccessCmd(1, 0x3000, SVMDEV_ACC_READ, 8)).value, 111u);
+  // Remapped without an INVALIDATE: only the restart stands between the two.
+  tb_.Map(root0, 0x3000, b, kRW);
+  tb_.Map(root1, 0x3000, b, kRW);
+  Restart();
+  uint64_t walks = tb_.Read64(SVMDEV_REG_COUNTER(SVMDEV_CNT_WALKS));
+  EXPECT_EQ(One(Testbed::AccessCmd(0, 0x3000, SVMDEV_ACC_READ, 8)).value, 222u);
+  EXPECT_EQ(One(Testbed::AccessCmd(1, 0x3000, SVMDEV_ACC_READ, 8)).value, 222u);
+  EXPECT_EQ(tb_.Read64(SVMDEV_REG_COUNTER(SVMDEV_CNT_WALKS)), walks + 2);
+  tb_.CtlSend(SVMDEV_CTL_TLB, 1, nullptr, 0);
+  auto m = tb_.CtlReceive();
+  ASSERT_EQ(m.size(), 1u);
+  uint32_t n = 0;
+  std::memcpy(&n, m[0].payload.data(), 4);
+  EXPECT_EQ(n, 2u);  // only the two entries walked since
+}
+
+// The driver's error worker aborts an INVALIDATE whose completion never came
+// (dropped) or that the device still holds (delayed, not yet performed).
+TEST_F(RestartTest, CompletesAnAbortedInvalidation) {
+  const uint64_t a = Testbed::kData, b = Testbed::kData + 0x1000;
+  tb_.MemWrite(a, 111, 8);
+  tb_.MemWrite(b, 222, 8);
+  for (uint32_t mode : {SVMDEV_INVAL_DROP, SVMDEV_INVAL_DELAY}) {
+    SCOPED_TRACE(mode);
+    uint64_t root = SetupCtx(0);
+    tb_.Map(root, 0x5000, a, kRW);
+    EXPECT_EQ(One(Testbed::AccessCmd(0, 0x5000, SVMDEV_ACC_READ, 8)).value, 111u);
+    svmdev_ctl_inval_mode m{mode, 1, 0, 0};
+    tb_.CtlSend(SVMDEV_CTL_INVAL_MODE, 1, &m, sizeof(m));
+    tb_.Map(root, 0x5000, b, kRW);
+    EXPECT_TRUE(tb_.Submit(Testbed::Cmd(SVMDEV_OP_INVALIDATE, 0, 0x5000, 0x1000)).empty());
+    Restart();
+    EXPECT_EQ(One(Testbed::AccessCmd(0, 0x5000, SVMDEV_ACC_READ, 8)).value, 222u);
+    // The held one is gone, not released later.
+    tb_.CtlReceive();
+    tb_.CtlSend(SVMDEV_CTL_RELEASE, 2, nullptr, 0);
+    auto r = tb_.CtlReceive();
+    ASSERT_EQ(r.size(), 1u);
+    EXPECT_EQ(Payload<svmdev_ctl_result>(r[0]).value, 0u);
+    EXPECT_TRUE(tb_.DrainCompletions().empty());
+  }
+  EXPECT_EQ(tb_.Read64(SVMDEV_REG_COUNTER(SVMDEV_CNT_STALE)), 0u);
+}
+
+TEST_F(RestartTest, StalledAccessIsNeverReplayedIntoItsBuffer) {
+  uint64_t root = SetupCtx(0);
+  const uint64_t buf = Testbed::kData + 0x8000, page = Testbed::kData;
+  for (unsigned i = 0; i < 64; i++) tb_.mem[page + i] = 0x5a;
+  svmdev_cmd rd = Testbed::AccessCmd(0, 0x7000, SVMDEV_ACC_READ, 64);
+  rd.flags = SVMDEV_ACC_F_BUF;
+  rd.arg[4] = buf;
+  svmdev_cmd wr = Testbed::AccessCmd(0, 0x7100, SVMDEV_ACC_WRITE, 8, 0xdead);
+  EXPECT_TRUE(tb_.Submit(rd).empty());
+  EXPECT_TRUE(tb_.Submit(wr).empty());
+  auto f = tb_.DrainFaults();
+  ASSERT_EQ(f.size(), 2u);
+  Restart();
+  tb_.Map(root, 0x7000, page, kRW);
+  // The fault ids are gone: neither access runs, nothing lands in memory.
+  EXPECT_EQ(One(Testbed::Cmd(SVMDEV_OP_FAULT_REPLAY, 0, f[0].fault_id)).status,
+            SVMDEV_STATUS_NO_FAULT);
+  svmdev_cpl all = One(Testbed::Cmd(SVMDEV_OP_FAULT_REPLAY, 0, 0, 0, 0, SVMDEV_FLT_F_ALL));
+  EXPECT_EQ(all.status, SVMDEV_STATUS_OK);
+  EXPECT_EQ(all.value, 0u);
+  for (unsigned i = 0; i < 64; i++) ASSERT_EQ(tb_.mem[buf + i], 0) << i;
+  EXPECT_EQ(tb_.MemRead(page + 0x100, 8), 0u);
+  EXPECT_EQ(tb_.Read64(SVMDEV_REG_COUNTER(SVMDEV_CNT_CANCELS)), 2u);
+  EXPECT_EQ(tb_.Read64(SVMDEV_REG_COUNTER(SVMDEV_CNT_REPLAYS)), 0u);
+  EXPECT_TRUE(tb_.DrainFaults().empty());
+}
+
+TEST_F(RestartTest, StalledHostAccessIsReportedCancelled) {
+  SetupCtx(2);
+  uint32_t mask = SVMDEV_EVT_ACCESS_DONE;
+  tb_.CtlSend(SVMDEV_CTL_EVENTS, 1, &mask, sizeof(mask));
+  svmdev_ctl_access a{};
+  a.va = 0x6000;
+  a.ctx = 2;
+  a.kind = SVMDEV_ACC_WRITE;
+  a.size = 8;
+  tb_.CtlSend(SVMDEV_CTL_ACCESS, 9, &a, sizeof(a));
+  auto m = tb_.CtlReceive();
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_EQ(Payload<svmdev_ctl_result>(m[1]).status, SVMDEV_STATUS_STALLED);
+  Restart();
+  ExpectAccessDone(9, SVMDEV_STATUS_CANCELLED);
+  EXPECT_EQ(tb_.Read32(SVMDEV_REG_ERROR_CODE), 0u);  // a cancel is not an error
+}
+
+TEST_F(RestartTest, DiscardsQueuedCompletionsAndFaultRecords) {
+  SetupCtx(0);
+  // 70 stalls into a 64-entry fault ring, 70 NOPs into a 64-entry completion ring.
+  for (unsigned i = 0; i < 70; i++) {
+    tb_.Push(Testbed::AccessCmd(0, i * 4096ull, SVMDEV_ACC_READ, 8));
+    if (i % 35 == 34) tb_.Doorbell();
+  }
+  for (unsigned i = 0; i < 70; i++) {
+    tb_.Push(Testbed::Cmd(SVMDEV_OP_NOP));
+    if (i % 35 == 34) tb_.Doorbell();
+  }
+  ASSERT_EQ(Status() & (SVMDEV_STS_CPLQ_FULL | SVMDEV_STS_FLTQ_FULL),
+            SVMDEV_STS_CPLQ_FULL | SVMDEV_STS_FLTQ_FULL);
+  Restart();
+  EXPECT_EQ(Status(), SVMDEV_STS_ENABLED);
+  EXPECT_EQ(tb_.Read32(SVMDEV_REG_CPLQ_TAIL), 0u);
+  EXPECT_EQ(tb_.Read32(SVMDEV_REG_FLTQ_TAIL), 0u);
+  svmdev_cmd nop = Testbed::Cmd(SVMDEV_OP_NOP);
+  auto c = tb_.Submit(nop);
+  ASSERT_EQ(c.size(), 1u);  // only the new command's completion
+  EXPECT_EQ(c[0].seq, nop.seq);
+  EXPECT_TRUE(tb_.DrainFaults().empty());
+}
+
+TEST_F(RestartTest, FailedEnableKeepsTheWork) {
+  SetupCtx(0);
+  EXPECT_TRUE(tb_.Submit(Testbed::AccessCmd(0, 0x1000, SVMDEV_ACC_READ, 8)).empty());
+  auto f = tb_.DrainFaults();
+  ASSERT_EQ(f.size(), 1u);
+  size_t n = svmdev_core_save(tb_.core(), nullptr, 0);
+  tb_.Write32(SVMDEV_REG_CONTROL, 0);
+  tb_.Write32(SVMDEV_REG_CMDQ_ENTRIES, 3);
+  tb_.Write32(SVMDEV_REG_CONTROL, SVMDEV_CTRL_ENABLE);
+  ASSERT_EQ(Status() & SVMDEV_STS_ENABLED, 0u);
+  EXPECT_EQ(svmdev_core_save(tb_.core(), nullptr, 0), n);
+  Restart();
+  // A successful enable then drops the stalled access: the state shrinks.
+  EXPECT_LT(svmdev_core_save(tb_.core(), nullptr, 0), n);
 }
 
 // ---- snapshots ----

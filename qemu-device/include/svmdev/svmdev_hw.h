@@ -109,7 +109,9 @@ typedef uint64_t svmdev_u64;
 #define SVMDEV_CAP_VRAM		(1u << 2)
 #define SVMDEV_CAP_REPLAY	(1u << 3)	/* replayable faults */
 
-#define SVMDEV_CTRL_ENABLE	(1u << 0)	/* rings live; 0->1 validates and zeroes the indexes */
+/* rings live; 0->1 validates the rings, zeroes the indexes, drops the TLB and all
+ * outstanding work (stalled accesses, queued records, held invalidations) */
+#define SVMDEV_CTRL_ENABLE	(1u << 0)
 #define SVMDEV_CTRL_RESET	(1u << 1)	/* write 1: whole-device reset, reads 0 */
 
 #define SVMDEV_STS_ENABLED	(1u << 0)
