@@ -3,10 +3,13 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -33,6 +36,10 @@ constexpr struct {
 } kRetryCounters[] = {{SVMDEV_CTR_HMM_BUSY, "hmm_busy"},
                       {SVMDEV_CTR_READ_RETRY, "read_retry"},
                       {SVMDEV_CTR_EXCL_RETRY, "excl_retry"}};
+// The description of an input whose harness was killed before it said why.
+constexpr char kUnexplained[] =
+    "kind: unknown\nwhy: unknown: the harness was killed after saving this input, before "
+    "saying why\n";
 // A saved console window keeps its end: that is where the report is.
 constexpr size_t kMaxConsoleSaved = 256 << 10;
 
@@ -58,11 +65,45 @@ std::string JsonString(const std::string& s) {
   return out + "\"";
 }
 
-// A number field of the stats.json this campaign wrote before.
-double JsonNumber(const std::string& json, const std::string& key) {
-  const std::regex re("\"" + key + "\":\\s*([0-9.eE+-]+)");
-  std::smatch m;
-  return std::regex_search(json, m, re) ? std::stod(m[1]) : 0;
+// A step of WriteAtomic where a test may have the process killed
+// (kKillAtWriteEnv); steps are counted per process.
+void KillPoint() {
+  static pid_t counted_in = 0;
+  static long steps = 0;
+  const char* at = std::getenv(kKillAtWriteEnv);
+  if (at == nullptr || *at == '\0') return;
+  if (counted_in != getpid()) {
+    counted_in = getpid();
+    steps = 0;
+  }
+  if (++steps == std::atol(at)) kill(getpid(), SIGKILL);
+}
+
+bool WriteWhole(int fd, const char* data, size_t size) {
+  for (size_t done = 0; done < size;) {
+    const ssize_t n = write(fd, data + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    done += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// Whether `pid` is this process's parent, or its parent's, and so on.
+bool IsAncestor(pid_t pid) {
+  pid_t p = getppid();
+  for (int depth = 0; p > 1 && depth < 64; depth++) {
+    if (p == pid) return true;
+    const std::string stat = ReadFile("/proc/" + std::to_string(p) + "/stat");
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) return false;
+    char state;
+    int parent;
+    if (std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &parent) != 2) return false;
+    p = parent;
+  }
+  return false;
 }
 
 // printk's prefix: "[   12.345678][  T123] ".
@@ -258,33 +299,156 @@ std::string Kind(const std::string& trouble) {
   return std::regex_replace(kind, numbers, "N");
 }
 
+bool SyncDir(const fs::path& dir, std::string* error) {
+  const fs::path where = dir.empty() ? fs::path(".") : dir;
+  const int fd = open(where.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const bool ok = fd >= 0 && fsync(fd) == 0;
+  const int err = errno;
+  if (fd >= 0) close(fd);
+  if (!ok) *error = "cannot sync directory " + where.string() + ": " + std::strerror(err);
+  return ok;
+}
+
+bool IsTemporary(const std::string& name, const std::string& of) {
+  // mkstemp's six characters, or Python's tempfile's eight.
+  static const std::regex re(R"(^\.(.+)\.tmp-[A-Za-z0-9_]{6,8}$)");
+  std::smatch m;
+  return std::regex_match(name, m, re) && (of.empty() || m[1] == of);
+}
+
 bool WriteAtomic(const fs::path& path, const std::string& data, std::string* error) {
-  std::string tmp = (path.parent_path() / ("." + path.filename().string() + ".XXXXXX")).string();
+  const fs::path dir = path.parent_path();
+  std::string tmp = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
   const int fd = mkstemp(tmp.data());
   if (fd < 0) {
-    *error = "cannot create a file in " + path.parent_path().string() + ": " + std::strerror(errno);
+    *error = "cannot create a file in " + dir.string() + ": " + std::strerror(errno);
     return false;
   }
-  bool ok = fchmod(fd, 0644) == 0;
-  for (size_t done = 0; ok && done < data.size();) {
-    const ssize_t n = write(fd, data.data() + done, data.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    done += ok ? static_cast<size_t>(n) : 0;
+  const size_t half = data.size() / 2;
+  bool ok = fchmod(fd, 0644) == 0 && WriteWhole(fd, data.data(), half);
+  if (ok) KillPoint();
+  ok = ok && WriteWhole(fd, data.data() + half, data.size() - half) && fsync(fd) == 0;
+  int err = ok ? 0 : errno;
+  if (close(fd) != 0 && ok) {
+    ok = false;
+    err = errno;
   }
-  ok = ok && fsync(fd) == 0;
-  ok = (close(fd) == 0) && ok;
-  ok = ok && rename(tmp.c_str(), path.c_str()) == 0;
+  if (ok) KillPoint();
+  if (ok && rename(tmp.c_str(), path.c_str()) != 0) {
+    ok = false;
+    err = errno;
+  }
   if (!ok) {
-    *error = "cannot write " + path.string() + ": " + std::strerror(errno);
+    *error = "cannot write " + path.string() + ": " + std::strerror(err);
     unlink(tmp.c_str());
     return false;
   }
+  KillPoint();
   // The rename itself lasts once the directory is synced.
-  const int dir = open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY);
-  if (dir >= 0) {
-    fsync(dir);
-    close(dir);
+  return SyncDir(dir, error);
+}
+
+std::unique_ptr<DirLock> DirLock::Take(const fs::path& dir, std::string* error) {
+  const fs::path path = dir / kLockFile;
+  int fd = -1;
+  bool passed = false;
+  if (const char* env = std::getenv(kLockFdEnv); env != nullptr && *env != '\0') {
+    const int given = std::atoi(env);
+    struct stat a, b;
+    if (given > 2 && fstat(given, &a) == 0 && stat(path.c_str(), &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino) {
+      fd = given;
+      passed = true;
+      fcntl(fd, F_SETFD, FD_CLOEXEC);  // a VM must not keep the directory
+    }
+  }
+  if (fd < 0) fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    *error = "cannot open " + path.string() + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    const long holder = std::atol(Trim(ReadFile(path)).c_str());
+    if (err == EWOULDBLOCK && holder > 0 && IsAncestor(static_cast<pid_t>(holder))) {
+      return std::unique_ptr<DirLock>(new DirLock(fd));
+    }
+    close(fd);
+    *error = err != EWOULDBLOCK
+                 ? "cannot lock " + path.string() + ": " + std::strerror(err)
+                 : "campaign directory " + dir.string() + " is in use by " +
+                       (holder > 0 ? "pid " + std::to_string(holder) : "another process");
+    return nullptr;
+  }
+  if (!passed) {
+    // Written in place: the lock is on this file, its text only says who holds it.
+    const std::string pid = std::to_string(getpid()) + "\n";
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+      // The lock holds all the same; only the message to a second harness is poorer.
+    }
+  }
+  return std::unique_ptr<DirLock>(new DirLock(fd));
+}
+
+DirLock::~DirLock() { close(fd_); }
+
+bool ParseStats(const std::string& json, std::map<std::string, double>* numbers, std::string* why) {
+  size_t i = 0;
+  const auto fail = [&](const std::string& what) {
+    *why = what + " at byte " + std::to_string(i);
+    return false;
+  };
+  const auto space = [&] {
+    while (i < json.size() && std::isspace(static_cast<unsigned char>(json[i]))) i++;
+  };
+  const auto is = [&](char c) { return i < json.size() && json[i] == c; };
+  const auto string = [&](std::string* out) {
+    if (!is('"')) return false;
+    for (i++; i < json.size() && json[i] != '"'; i++) {
+      if (json[i] == '\\') i++;  // the escaped character, kept as it is
+      if (i < json.size()) out->push_back(json[i]);
+    }
+    return i++ < json.size();
+  };
+  space();
+  if (!is('{')) return fail("not a JSON object");
+  i++;
+  space();
+  for (bool first = true; !is('}'); first = false) {
+    if (!first) {
+      if (!is(',')) return fail("no ',' or '}'");
+      i++;
+      space();
+    }
+    std::string key, text;
+    if (!string(&key)) return fail("no key");
+    space();
+    if (!is(':')) return fail("no ':' after \"" + key + "\"");
+    i++;
+    space();
+    if (is('"')) {
+      if (!string(&text)) return fail("unterminated string");
+    } else {
+      const char* start = json.c_str() + i;
+      char* end = nullptr;
+      errno = 0;
+      const double v = std::strtod(start, &end);
+      if (end == start || errno == ERANGE || !std::isfinite(v) || v < 0) {
+        return fail("no count for \"" + key + "\"");
+      }
+      i += static_cast<size_t>(end - start);
+      (*numbers)[key] = v;
+    }
+    space();
+  }
+  i++;
+  space();
+  if (i != json.size()) return fail("bytes after the object");
+  for (const char* key : {"execs", "findings", "lives"}) {
+    if (numbers->count(key) == 0) {
+      *why = std::string("no \"") + key + "\"";
+      return false;
+    }
   }
   return true;
 }
@@ -316,12 +480,40 @@ int KillStrayVms(const fs::path& vm_workdir) {
   return killed;
 }
 
-Campaign::Campaign(Config cfg, Log log)
-    : cfg_(std::move(cfg)), log_(log), runner_(cfg_.runner, std::move(log)) {
+std::unique_ptr<Campaign> Campaign::Open(Config cfg, Log log, std::string* error) {
   std::error_code ec;
-  fs::create_directories(crashes_dir(), ec);
+  const fs::path crashes = cfg.workdir / "crashes";
+  const bool made = fs::create_directories(crashes, ec);
+  if (ec) {
+    *error = "cannot make " + crashes.string() + ": " + ec.message();
+    return nullptr;
+  }
+  std::unique_ptr<DirLock> lock = DirLock::Take(cfg.workdir, error);
+  if (!lock) return nullptr;
+  if (made && !(SyncDir(cfg.workdir, error) && SyncDir(cfg.workdir.parent_path(), error))) {
+    return nullptr;
+  }
+  return std::unique_ptr<Campaign>(new Campaign(std::move(cfg), std::move(log), std::move(lock)));
+}
+
+Campaign::Campaign(Config cfg, Log log, std::unique_ptr<DirLock> lock)
+    : lock_(std::move(lock)),
+      cfg_(std::move(cfg)),
+      log_(log),
+      runner_(cfg_.runner, std::move(log)) {
   if (const int stray = KillStrayVms(cfg_.runner.vm.workdir); stray && log_) {
     log_("campaign: killed " + std::to_string(stray) + " VM(s) an earlier harness left running");
+  }
+  RemoveTemporaries();
+  // Lives go on from the last console log an earlier session left.
+  static const std::regex life_log(R"(-life(\d{1,6})\.console\.log$)");
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(cfg_.runner.vm.workdir, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (std::regex_search(name, m, life_log) && name.rfind(cfg_.runner.vm.name + "-", 0) == 0) {
+      runner_.config().first_life = std::max(runner_.config().first_life, std::stoi(m[1]) + 1);
+    }
   }
   stats_.session_start = Now();
   stats_.start_time = stats_.session_start;
@@ -331,16 +523,58 @@ Campaign::Campaign(Config cfg, Log log)
 
 Campaign::~Campaign() { Finish(); }
 
-void Campaign::LoadState() {
-  // A resumed campaign goes on counting from where it stopped.
-  const std::string json = ReadFile(cfg_.workdir / "stats.json");
-  if (!json.empty()) {
-    stats_.execs = static_cast<uint64_t>(JsonNumber(json, "execs"));
-    stats_.findings = static_cast<uint64_t>(JsonNumber(json, "findings"));
-    stats_.boot_failures = static_cast<uint64_t>(JsonNumber(json, "boot_failures"));
-    previous_lives_ = static_cast<int>(JsonNumber(json, "lives"));
-    if (const double start = JsonNumber(json, "start_time"); start > 0) stats_.start_time = start;
+void Campaign::RemoveTemporaries() {
+  // Only this harness's own files: the front end's and triage's are theirs.
+  int removed = 0;
+  std::error_code ec;
+  for (const fs::path& dir : {cfg_.workdir, crashes_dir()}) {
+    for (const fs::directory_entry& e : fs::directory_iterator(dir, ec)) {
+      const std::string name = e.path().filename().string();
+      const bool ours = dir == crashes_dir()
+                            ? IsTemporary(name)
+                            : IsTemporary(name, "stats.json") || IsTemporary(name, "guest-pcs");
+      if (ours && fs::remove(e.path(), ec)) removed++;
+    }
   }
+  if (removed && log_) {
+    log_("campaign: removed " + std::to_string(removed) +
+         " temporary file(s) a killed harness left");
+  }
+}
+
+void Campaign::LoadStats() {
+  // A resumed campaign goes on counting from where it stopped.
+  const fs::path path = cfg_.workdir / "stats.json";
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  std::map<std::string, double> n;
+  std::string why;
+  if (!ParseStats(ReadFile(path), &n, &why)) {
+    // Written whole, so never torn by a kill: edited, or the disk's doing.
+    // The counts start afresh rather than the campaign refusing to go on.
+    const fs::path aside = path.string() + ".malformed";
+    fs::rename(path, aside, ec);
+    std::string error;
+    if (ec || !SyncDir(cfg_.workdir, &error)) why += "; " + (ec ? ec.message() : error);
+    if (log_) {
+      log_("campaign: " + path.string() + " is malformed (" + why + "): kept as " + aside.string() +
+           ", the counts start afresh");
+    }
+    return;
+  }
+  const auto count = [&n](const char* key) -> uint64_t {
+    const auto it = n.find(key);
+    return it == n.end() || it->second >= 1.8e19 ? 0 : static_cast<uint64_t>(it->second);
+  };
+  stats_.execs = count("execs");
+  stats_.findings = count("findings");
+  stats_.boot_failures = count("boot_failures");
+  previous_lives_ = static_cast<int>(std::min<uint64_t>(count("lives"), 1 << 30));
+  if (const uint64_t start = count("start_time"); start > 0) stats_.start_time = start;
+}
+
+void Campaign::LoadState() {
+  LoadStats();
   const std::string pcs = ReadFile(cfg_.workdir / "guest-pcs");
   for (size_t i = 0; i + 8 <= pcs.size(); i += 8) {
     uint64_t pc;
@@ -349,8 +583,14 @@ void Campaign::LoadState() {
   }
   pcs_written_ = pcs_.size();
   std::error_code ec;
+  std::vector<fs::path> unexplained;
   for (const fs::directory_entry& e : fs::directory_iterator(crashes_dir(), ec)) {
-    if (e.path().extension() != ".txt") continue;
+    const std::string name = e.path().filename().string();
+    if (name.rfind("crash-", 0) != 0) continue;
+    if (e.path().extension() != ".txt") {
+      if (!fs::exists(e.path().string() + ".txt")) unexplained.push_back(e.path());
+      continue;
+    }
     stats_.saved++;
     std::istringstream in(ReadFile(e.path()));
     for (std::string line; std::getline(in, line);) {
@@ -358,6 +598,18 @@ void Campaign::LoadState() {
         saved_kinds_[line.substr(6)]++;
         break;
       }
+    }
+  }
+  // A harness killed between an input and its description: the input is a
+  // finding all the same. It is described as unknown until it shows again.
+  for (const fs::path& input : unexplained) {
+    std::string error;
+    if (WriteAtomic(input.string() + ".txt", std::string(kUnexplained), &error)) {
+      unexplained_.insert(input.filename().string());
+      stats_.saved++;
+      saved_kinds_["unknown"]++;
+    } else if (log_) {
+      log_("campaign: " + error);
     }
   }
 }
@@ -406,7 +658,8 @@ void Campaign::Save(const uint8_t* data, size_t size, const Outcome& outcome,
   const std::string name = "crash-" + InputHash(data, size);
   const fs::path input = crashes_dir() / name;
   const fs::path text = crashes_dir() / (name + ".txt");
-  if (fs::exists(text)) return;
+  const bool explains = unexplained_.erase(name) > 0;
+  if (fs::exists(text) && !explains) return;
   std::string why = "kind: " + kind + "\n";
   for (const std::string& t : trouble) why += "why: " + t + "\n";
   if (outcome.result) {
@@ -429,7 +682,7 @@ void Campaign::Save(const uint8_t* data, size_t size, const Outcome& outcome,
     return;
   }
   saved_kinds_[kind]++;
-  stats_.saved++;
+  if (!explains) stats_.saved++;
   if (log_) log_("campaign: saved " + input.string() + ": " + trouble[0]);
 }
 

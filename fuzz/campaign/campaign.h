@@ -9,8 +9,12 @@
 // a kernel report on the console) is saved under <workdir>/crashes/ with why,
 // and the campaign goes on; after a kernel report the VM life ends so the
 // next input gets a fresh kernel. <workdir>/stats.json is rewritten every few
-// seconds. Every file is written whole (temporary file, fsync, rename), so a
-// campaign killed at any moment leaves nothing half-written behind.
+// seconds. Every file is written whole (WriteAtomic: temporary file, fsync,
+// rename, directory fsync), so a campaign killed at any moment leaves nothing
+// half-written behind; the temporaries it leaves are removed on resume.
+//
+// One harness at a time owns a campaign directory (<workdir>/campaign.lock,
+// flock): a second one would kill the first one's VMs (KillStrayVms).
 #ifndef SVMFUZZ_CAMPAIGN_CAMPAIGN_H_
 #define SVMFUZZ_CAMPAIGN_CAMPAIGN_H_
 
@@ -18,7 +22,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -29,6 +35,14 @@ namespace svmfuzz::campaign {
 
 // The environment variable naming the campaign's configuration file.
 inline constexpr char kConfigEnv[] = "SVMFUZZ_CAMPAIGN";
+// A descriptor of <workdir>/campaign.lock that the front end (svmfuzz fuzz)
+// locked and passed down: the harness shares its lock.
+inline constexpr char kLockFdEnv[] = "SVMFUZZ_CAMPAIGN_LOCK_FD";
+inline constexpr char kLockFile[] = "campaign.lock";
+// N: the process SIGKILLs itself at the Nth step of WriteAtomic (each write
+// has three: the temporary half-written, synced, renamed), so tests can show
+// that a campaign killed anywhere resumes with nothing lost or doubled.
+inline constexpr char kKillAtWriteEnv[] = "SVMFUZZ_KILL_AT_WRITE";
 
 struct Config {
   RunnerConfig runner;
@@ -69,9 +83,34 @@ std::vector<std::string> Trouble(const Outcome& outcome, const std::string& cons
 // the line with numbers and offsets taken out.
 std::string Kind(const std::string& trouble);
 
-// Writes `data` to `path` through a temporary file in the same directory,
-// synced before it is renamed over `path`.
+// Writes `data` to `path` through a temporary file in the same directory
+// (.<name>.tmp-XXXXXX), synced before it is renamed over `path`, and syncs the
+// directory so the rename lasts. False with `error` if any step failed.
 bool WriteAtomic(const std::filesystem::path& path, const std::string& data, std::string* error);
+// fsync of a directory: what was created or renamed in it lasts.
+bool SyncDir(const std::filesystem::path& dir, std::string* error);
+// Whether `name` is a temporary of WriteAtomic (of `of`, when given).
+bool IsTemporary(const std::string& name, const std::string& of = "");
+
+// <dir>/campaign.lock, held for as long as this lives. Take fails, saying
+// "campaign directory <dir> is in use by pid N", while another process holds
+// it; the front end's lock passed down in kLockFdEnv, or held by an ancestor
+// of this process (the engine in between may close descriptors), is ours.
+class DirLock {
+ public:
+  static std::unique_ptr<DirLock> Take(const std::filesystem::path& dir, std::string* error);
+  ~DirLock();
+  DirLock(const DirLock&) = delete;
+  DirLock& operator=(const DirLock&) = delete;
+
+ private:
+  explicit DirLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+// The numbers of a stats.json: a flat JSON object of numbers and strings.
+// False with `why` when it is not one.
+bool ParseStats(const std::string& json, std::map<std::string, double>* numbers, std::string* why);
 
 // A 64-bit hash of `data` in hex: saved inputs are named after it.
 std::string InputHash(const uint8_t* data, size_t size);
@@ -88,7 +127,12 @@ struct Stats {
 
 class Campaign {
  public:
-  Campaign(Config cfg, Log log);
+  // Takes the campaign directory, kills the VMs an earlier harness left,
+  // removes the temporaries a killed one left and loads the earlier
+  // sessions' state. Null with `error` when the directory is in use or
+  // cannot be made. A malformed stats.json is kept as stats.json.malformed
+  // and the counts start afresh (saved findings are counted from crashes/).
+  static std::unique_ptr<Campaign> Open(Config cfg, Log log, std::string* error);
   ~Campaign();
   Campaign(const Campaign&) = delete;
   Campaign& operator=(const Campaign&) = delete;
@@ -108,10 +152,14 @@ class Campaign {
   std::filesystem::path crashes_dir() const { return cfg_.workdir / "crashes"; }
 
  private:
+  Campaign(Config cfg, Log log, std::unique_ptr<DirLock> lock);
   void Save(const uint8_t* data, size_t size, const Outcome& outcome,
             const std::vector<std::string>& trouble, const std::string& console);
+  void RemoveTemporaries();
+  void LoadStats();
   void LoadState();
 
+  std::unique_ptr<DirLock> lock_;
   Config cfg_;
   Log log_;
   Runner runner_;
@@ -119,6 +167,7 @@ class Campaign {
   std::unordered_set<uint64_t> pcs_;
   size_t pcs_written_ = 0;
   std::map<std::string, int> saved_kinds_;
+  std::set<std::string> unexplained_;  // saved inputs described as unknown
   int failed_boots_ = 0;
   double last_stats_ = 0;
   int previous_lives_ = 0;  // lives of earlier sessions of this campaign

@@ -4,11 +4,14 @@
 // lives after kernel reports, stats and resuming.
 #include "campaign/campaign.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -227,6 +230,72 @@ TEST_F(WriteAtomicTest, ReplacesTheFileWholeAndLeavesNoTemporary) {
   EXPECT_TRUE(Has(error, "cannot create a file in " + (dir_ / "missing").string())) << error;
 }
 
+TEST_F(WriteAtomicTest, NamesItsTemporariesAndChecksTheDirectorySync) {
+  EXPECT_TRUE(IsTemporary(".stats.json.tmp-a1B2c3"));
+  EXPECT_TRUE(IsTemporary(".stats.json.tmp-a1B2c3", "stats.json"));
+  EXPECT_FALSE(IsTemporary(".stats.json.tmp-a1B2c3", "guest-pcs"));
+  EXPECT_TRUE(IsTemporary(".crash-0123.txt.tmp-k_9xq2mm"));
+  EXPECT_FALSE(IsTemporary("stats.json"));
+  EXPECT_FALSE(IsTemporary(".stats.json.tmp-ab"));
+  std::string error;
+  EXPECT_TRUE(SyncDir(dir_, &error)) << error;
+  EXPECT_FALSE(SyncDir(dir_ / "missing", &error));
+  EXPECT_TRUE(Has(error, "cannot sync directory " + (dir_ / "missing").string())) << error;
+}
+
+TEST(Stats, ParsesWhatTheCampaignWritesAndRefusesTheRest) {
+  std::map<std::string, double> n;
+  std::string why;
+  ASSERT_TRUE(
+      ParseStats("{\"engine\": \"lib\\\"fuzzer\", \"start_time\": 1700000000, "
+                 "\"execs\": 12, \"execs_per_sec\": 2.50, \"lives\": 3, "
+                 "\"findings\": 1}\n",
+                 &n, &why))
+      << why;
+  EXPECT_EQ(n["execs"], 12);
+  EXPECT_EQ(n["execs_per_sec"], 2.5);
+  EXPECT_EQ(n.count("engine"), 0u);
+  for (const char* bad :
+       {"", "{", "[1]", "{\"execs\": -, \"lives\": 1, \"findings\": 0}",
+        "{\"execs\": 1e999, \"lives\": 1, \"findings\": 0}",
+        "{\"execs\": -3, \"lives\": 1, \"findings\": 0}",
+        "{\"execs\": 1 \"lives\": 1, \"findings\": 0}",
+        "{\"execs\": 1, \"lives\": 1, \"findings\": 0} x", "{\"lives\": 1, \"findings\": 0}",
+        "{\"execs\": nan, \"lives\": 1, \"findings\": 0}", "{\"execs\": 1, \"lives\": 1, \"find"}) {
+    n.clear();
+    EXPECT_FALSE(ParseStats(bad, &n, &why)) << bad;
+    EXPECT_FALSE(why.empty()) << bad;
+  }
+}
+
+TEST_F(WriteAtomicTest, TheDirectoryIsHeldByOneProcessAtATime) {
+  std::string error;
+  std::unique_ptr<DirLock> lock = DirLock::Take(dir_, &error);
+  ASSERT_TRUE(lock) << error;
+  EXPECT_EQ(Read(dir_ / kLockFile), std::to_string(getpid()) + "\n");
+  // Another open of the file is another holder, even in this process.
+  EXPECT_FALSE(DirLock::Take(dir_, &error));
+  EXPECT_EQ(error, "campaign directory " + dir_.string() + " is in use by pid " +
+                       std::to_string(getpid()));
+  lock.reset();
+  EXPECT_TRUE(DirLock::Take(dir_, &error)) << error;
+}
+
+TEST_F(WriteAtomicTest, TheFrontEndsLockIsPassedDown) {
+  const int fd = open((dir_ / kLockFile).c_str(), O_RDWR | O_CREAT, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(flock(fd, LOCK_EX | LOCK_NB), 0);
+  std::string error;
+  EXPECT_FALSE(DirLock::Take(dir_, &error));
+  EXPECT_TRUE(Has(error, "is in use by another process")) << error;
+  setenv(kLockFdEnv, std::to_string(fd).c_str(), 1);
+  std::unique_ptr<DirLock> lock = DirLock::Take(dir_, &error);
+  unsetenv(kLockFdEnv);
+  ASSERT_TRUE(lock) << error;
+  // Taken over: what the harness starts (QEMU) does not inherit it.
+  EXPECT_EQ(fcntl(fd, F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+}
+
 TEST_F(WriteAtomicTest, InputHashNamesInputs) {
   const uint8_t a[] = {1, 2, 3};
   EXPECT_EQ(InputHash(a, 3), InputHash(a, 3));
@@ -249,6 +318,12 @@ class CampaignTest : public TempDir {
     c.runner.result_slack = 1;
     return c;
   }
+  std::unique_ptr<Campaign> Open(Config cfg) {
+    std::string error;
+    std::unique_ptr<Campaign> c = Campaign::Open(std::move(cfg), log_, &error);
+    EXPECT_TRUE(c) << error;
+    return c;
+  }
   void Run(Campaign* c, const std::vector<uint8_t>& input) {
     std::string error;
     ASSERT_TRUE(c->Execute(input.data(), input.size(), map_.data(), map_.size(), &error))
@@ -269,23 +344,23 @@ class CampaignTest : public TempDir {
 };
 
 TEST_F(CampaignTest, CleanInputsFeedCoverageAndSaveNothing) {
-  Campaign c(MakeConfig(), log_);
-  Run(&c, {1, 2, 3});
+  std::unique_ptr<Campaign> c = Open(MakeConfig());
+  Run(c.get(), {1, 2, 3});
   // The stand-in's coverage is one PC: the program's length.
   EXPECT_EQ(map_[PcSlot(3, map_.size())], 1);
-  Run(&c, {1, 2, 3, 4, 5});
-  EXPECT_EQ(c.guest_pcs(), 2u);
-  EXPECT_EQ(c.stats().execs, 2u);
-  EXPECT_EQ(c.stats().findings, 0u);
-  EXPECT_EQ(c.lives(), 1);
+  Run(c.get(), {1, 2, 3, 4, 5});
+  EXPECT_EQ(c->guest_pcs(), 2u);
+  EXPECT_EQ(c->stats().execs, 2u);
+  EXPECT_EQ(c->stats().findings, 0u);
+  EXPECT_EQ(c->lives(), 1);
   EXPECT_TRUE(Saved().empty());
 }
 
 TEST_F(CampaignTest, AKernelReportIsSavedAndTheNextInputGetsAFreshKernel) {
-  Campaign c(MakeConfig(), log_);
-  Run(&c, {1});
-  Run(&c, kKernelWarns);
-  EXPECT_EQ(c.stats().findings, 1u);
+  std::unique_ptr<Campaign> c = Open(MakeConfig());
+  Run(c.get(), {1});
+  Run(c.get(), kKernelWarns);
+  EXPECT_EQ(c->stats().findings, 1u);
   const std::string name = "crash-" + InputHash(kKernelWarns.data(), kKernelWarns.size());
   const std::vector<fs::path> saved = Saved();
   ASSERT_EQ(saved.size(), 2u);
@@ -297,21 +372,21 @@ TEST_F(CampaignTest, AKernelReportIsSavedAndTheNextInputGetsAFreshKernel) {
   EXPECT_TRUE(Has(why, "--- console while it ran ---\nWARNING: CPU: 0")) << why;
   EXPECT_TRUE(Has(why, "console log: " + (dir_ / "campaign" / "vm").string())) << why;
   // The life ended with the report; the next input boots the next one.
-  Run(&c, {2});
-  EXPECT_EQ(c.lives(), 2);
-  EXPECT_EQ(c.stats().findings, 1u);
+  Run(c.get(), {2});
+  EXPECT_EQ(c->lives(), 2);
+  EXPECT_EQ(c->stats().findings, 1u);
 }
 
 TEST_F(CampaignTest, LostGuestsAndStuckTasksAreSavedAndTheCampaignGoesOn) {
-  Campaign c(MakeConfig(), log_);
-  Run(&c, kKernelDies);
-  Run(&c, kExecutorLeaves);
-  Run(&c, kStuck);
-  Run(&c, {1, 2});
-  EXPECT_EQ(c.stats().execs, 4u);
-  EXPECT_EQ(c.stats().findings, 3u);
-  EXPECT_EQ(c.stats().saved, 3u);
-  EXPECT_EQ(c.lives(), 4);
+  std::unique_ptr<Campaign> c = Open(MakeConfig());
+  Run(c.get(), kKernelDies);
+  Run(c.get(), kExecutorLeaves);
+  Run(c.get(), kStuck);
+  Run(c.get(), {1, 2});
+  EXPECT_EQ(c->stats().execs, 4u);
+  EXPECT_EQ(c->stats().findings, 3u);
+  EXPECT_EQ(c->stats().saved, 3u);
+  EXPECT_EQ(c->lives(), 4);
   std::string whys;
   for (const fs::path& p : Saved()) {
     if (p.extension() == ".txt") whys += Read(p);
@@ -325,19 +400,19 @@ TEST_F(CampaignTest, LostGuestsAndStuckTasksAreSavedAndTheCampaignGoesOn) {
 TEST_F(CampaignTest, KeepsAFewInputsOfEachKind) {
   Config cfg = MakeConfig();
   cfg.saved_per_kind = 2;
-  Campaign c(cfg, log_);
-  for (uint8_t i = 1; i <= 4; i++) Run(&c, {0xf9, i});
-  EXPECT_EQ(c.stats().findings, 4u);
-  EXPECT_EQ(c.stats().saved, 2u);
+  std::unique_ptr<Campaign> c = Open(cfg);
+  for (uint8_t i = 1; i <= 4; i++) Run(c.get(), {0xf9, i});
+  EXPECT_EQ(c->stats().findings, 4u);
+  EXPECT_EQ(c->stats().saved, 2u);
   EXPECT_EQ(Saved().size(), 4u);
 }
 
 TEST_F(CampaignTest, StatsAreWrittenAndAResumedCampaignCountsOn) {
   {
-    Campaign c(MakeConfig(), log_);
-    Run(&c, {1});
-    Run(&c, kStuck);
-    c.WriteStats();
+    std::unique_ptr<Campaign> c = Open(MakeConfig());
+    Run(c.get(), {1});
+    Run(c.get(), kStuck);
+    c->WriteStats();
     const std::string json = Read(dir_ / "campaign" / "stats.json");
     EXPECT_TRUE(Has(json, "\"engine\": \"test\"")) << json;
     EXPECT_TRUE(Has(json, "\"execs\": 2,")) << json;
@@ -347,9 +422,9 @@ TEST_F(CampaignTest, StatsAreWrittenAndAResumedCampaignCountsOn) {
     EXPECT_TRUE(Has(json, "\"saved\": 1,")) << json;
     EXPECT_TRUE(Has(json, "\"lives\": 1,")) << json;
   }
-  Campaign again(MakeConfig(), log_);
-  Run(&again, {1, 1, 1});
-  again.Finish();
+  std::unique_ptr<Campaign> again = Open(MakeConfig());
+  Run(again.get(), {1, 1, 1});
+  again->Finish();
   const std::string json = Read(dir_ / "campaign" / "stats.json");
   EXPECT_TRUE(Has(json, "\"execs\": 3,")) << json;
   EXPECT_TRUE(Has(json, "\"session_execs\": 1,")) << json;
@@ -357,19 +432,169 @@ TEST_F(CampaignTest, StatsAreWrittenAndAResumedCampaignCountsOn) {
   EXPECT_TRUE(Has(json, "\"saved\": 1,")) << json;
   EXPECT_TRUE(Has(json, "\"lives\": 2,")) << json;
   EXPECT_TRUE(Has(json, "\"reboots\": 1,")) << json;
+  // The second session's life has a log of its own.
+  EXPECT_EQ(again->lives(), 1);
+  EXPECT_TRUE(fs::exists(dir_ / "campaign" / "vm" / "vm0-life000.console.log"));
+  EXPECT_TRUE(fs::exists(dir_ / "campaign" / "vm" / "vm0-life001.console.log"));
+}
+
+TEST_F(CampaignTest, ASecondHarnessOnTheDirectoryIsRefusedAndTheFirstGoesOn) {
+  std::unique_ptr<Campaign> c = Open(MakeConfig());
+  Run(c.get(), {1});
+  std::string error;
+  EXPECT_FALSE(Campaign::Open(MakeConfig(), log_, &error));
+  EXPECT_EQ(error, "campaign directory " + (dir_ / "campaign").string() + " is in use by pid " +
+                       std::to_string(getpid()));
+  // Its VM was left alone.
+  Run(c.get(), {1, 2});
+  EXPECT_EQ(c->lives(), 1);
+  c.reset();
+  EXPECT_TRUE(Open(MakeConfig()));
+}
+
+TEST_F(CampaignTest, AMalformedStatsFileIsKeptAsideAndTheCountsStartAfresh) {
+  fs::create_directories(dir_ / "campaign");
+  const std::string bad = "{\"execs\": -, \"lives\": 2}";
+  std::ofstream(dir_ / "campaign" / "stats.json") << bad;
+  std::unique_ptr<Campaign> c = Open(MakeConfig());
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->stats().execs, 0u);
+  EXPECT_EQ(Read(dir_ / "campaign" / "stats.json.malformed"), bad);
+  ASSERT_FALSE(logged_.empty());
+  EXPECT_TRUE(Has(logged_.back(), "stats.json is malformed (no count for \"execs\" at byte 10)"))
+      << logged_.back();
+  Run(c.get(), {1});
+  c->WriteStats();
+  EXPECT_TRUE(Has(Read(dir_ / "campaign" / "stats.json"), "\"execs\": 1,"));
+}
+
+TEST_F(CampaignTest, TheTemporariesOfAKilledHarnessAreRemoved) {
+  const fs::path work = dir_ / "campaign";
+  fs::create_directories(work / "crashes");
+  for (const fs::path& p : {work / ".stats.json.tmp-Ab12Cd", work / ".guest-pcs.tmp-000000",
+                            work / "crashes" / ".crash-0011223344556677.txt.tmp-zzzzzz",
+                            work / ".triage.json.tmp-abcdef", work / "notes"}) {
+    std::ofstream(p) << "half";
+  }
+  std::unique_ptr<Campaign> c = Open(MakeConfig());
+  std::vector<std::string> left;
+  for (const auto& e : fs::recursive_directory_iterator(work)) {
+    if (e.is_regular_file()) left.push_back(e.path().filename().string());
+  }
+  std::sort(left.begin(), left.end());
+  // Triage's temporaries are its own.
+  EXPECT_EQ(left, (std::vector<std::string>{".triage.json.tmp-abcdef", kLockFile, "notes"}));
+  EXPECT_TRUE(std::find(logged_.begin(), logged_.end(),
+                        "campaign: removed 3 temporary file(s) a killed harness left") !=
+              logged_.end());
+}
+
+TEST_F(CampaignTest, AnInputSavedWithoutItsDescriptionIsKeptAndDescribedWhenItShowsAgain) {
+  const fs::path crashes = dir_ / "campaign" / "crashes";
+  fs::create_directories(crashes);
+  const std::string name = "crash-" + InputHash(kStuck.data(), kStuck.size());
+  std::ofstream(crashes / name) << std::string(kStuck.begin(), kStuck.end());
+  std::unique_ptr<Campaign> c = Open(MakeConfig());
+  EXPECT_EQ(c->stats().saved, 1u);
+  EXPECT_TRUE(Has(Read(crashes / (name + ".txt")), "kind: unknown\n"));
+  Run(c.get(), kStuck);
+  EXPECT_EQ(c->stats().saved, 1u);
+  EXPECT_TRUE(Has(Read(crashes / (name + ".txt")), "why: stuck: a task of the program in state D"));
+  EXPECT_EQ(Saved().size(), 2u);
+}
+
+// Checks that a campaign directory holds whole files only.
+void ExpectWhole(const fs::path& work) {
+  std::string why;
+  std::map<std::string, double> n;
+  if (fs::exists(work / "stats.json")) {
+    EXPECT_TRUE(ParseStats(Read(work / "stats.json"), &n, &why)) << why;
+  }
+  EXPECT_EQ(Read(work / "guest-pcs").size() % 8, 0u);
+  for (const auto& e : fs::directory_iterator(work / "crashes")) {
+    const std::string name = e.path().filename().string();
+    if (e.path().extension() == ".txt") {
+      EXPECT_TRUE(fs::exists(work / "crashes" / e.path().stem())) << name;
+      EXPECT_TRUE(Has(Read(e.path()), "kind: ")) << name;
+    }
+  }
+}
+
+TEST_F(CampaignTest, KilledAtEachWriteStepItResumesWithNothingLostOrDoubled) {
+  const std::vector<std::vector<uint8_t>> inputs = {{1}, kStuck, {1, 2}, kKernelWarns, {1, 2, 3}};
+  const fs::path work = dir_ / "campaign";
+  Config cfg = MakeConfig();
+  cfg.stats_seconds = 0;  // stats after every input: a write step each
+  int killed = 0;
+  for (int at = 1;; at++) {
+    fs::remove_all(work);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      setenv(kKillAtWriteEnv, std::to_string(at).c_str(), 1);
+      std::string error;
+      std::unique_ptr<Campaign> c = Campaign::Open(
+          cfg, [](const std::string&) {}, &error);
+      for (const std::vector<uint8_t>& in : inputs) {
+        if (!c || !c->Execute(in.data(), in.size(), map_.data(), map_.size(), &error)) _exit(2);
+      }
+      c.reset();
+      _exit(0);
+    }
+    int status = 0;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    if (WIFEXITED(status)) {
+      ASSERT_EQ(WEXITSTATUS(status), 0);
+      break;
+    }
+    ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "step " << at;
+    killed++;
+    ExpectWhole(work);
+    std::map<std::string, double> before;
+    std::string why;
+    ParseStats(Read(work / "stats.json"), &before, &why);
+    // Resumed, the engine runs its inputs again.
+    {
+      std::unique_ptr<Campaign> c = Open(cfg);
+      ASSERT_TRUE(c);
+      for (const std::vector<uint8_t>& in : inputs) Run(c.get(), in);
+      EXPECT_EQ(c->stats().execs, static_cast<uint64_t>(before["execs"]) + inputs.size())
+          << "step " << at;
+    }
+    ExpectWhole(work);
+    std::vector<std::string> names;
+    for (const fs::path& p : Saved()) names.push_back(p.filename().string());
+    const std::string stuck = "crash-" + InputHash(kStuck.data(), kStuck.size());
+    const std::string warns = "crash-" + InputHash(kKernelWarns.data(), kKernelWarns.size());
+    std::vector<std::string> want = {stuck, stuck + ".txt", warns, warns + ".txt"};
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(names, want) << "step " << at;
+    EXPECT_EQ(Read(work / "crashes" / stuck), std::string(kStuck.begin(), kStuck.end()));
+    EXPECT_TRUE(Has(Read(work / "crashes" / (stuck + ".txt")), "why: stuck:")) << "step " << at;
+    EXPECT_TRUE(Has(Read(work / "crashes" / (warns + ".txt")), "why: kernel: WARNING:"))
+        << "step " << at;
+    const std::string json = Read(work / "stats.json");
+    EXPECT_TRUE(Has(json, "\"saved\": 2,")) << "step " << at << ": " << json;
+    EXPECT_TRUE(Has(json, "\"guest_pcs\": 3,")) << "step " << at << ": " << json;
+    EXPECT_EQ(Read(work / "guest-pcs").size(), 3 * 8u) << "step " << at;
+    for (const auto& e : fs::recursive_directory_iterator(work)) {
+      EXPECT_FALSE(IsTemporary(e.path().filename().string())) << e.path();
+    }
+  }
+  // Five inputs, a stats write after each and two findings: dozens of steps.
+  EXPECT_GT(killed, 20);
 }
 
 TEST_F(CampaignTest, GivesUpOnAGuestThatDoesNotBoot) {
   setenv("FAKE_QEMU_MODE", "die", 1);
-  Campaign c(MakeConfig(), log_);
+  std::unique_ptr<Campaign> c = Open(MakeConfig());
   const uint8_t input[] = {1};
   std::string error;
-  EXPECT_TRUE(c.Execute(input, 1, map_.data(), map_.size(), &error));
-  EXPECT_TRUE(c.Execute(input, 1, map_.data(), map_.size(), &error));
-  EXPECT_FALSE(c.Execute(input, 1, map_.data(), map_.size(), &error));
+  EXPECT_TRUE(c->Execute(input, 1, map_.data(), map_.size(), &error));
+  EXPECT_TRUE(c->Execute(input, 1, map_.data(), map_.size(), &error));
+  EXPECT_FALSE(c->Execute(input, 1, map_.data(), map_.size(), &error));
   EXPECT_TRUE(Has(error, "QEMU exited (1)")) << error;
-  EXPECT_EQ(c.stats().boot_failures, 3u);
-  EXPECT_EQ(c.stats().execs, 0u);
+  EXPECT_EQ(c->stats().boot_failures, 3u);
+  EXPECT_EQ(c->stats().execs, 0u);
 }
 
 TEST_F(CampaignTest, KillsTheVmsAKilledHarnessLeftBehind) {

@@ -38,7 +38,8 @@ Campaign& Start(const char* engine) {
   std::string error;
   if (!LoadConfig(path, &cfg, &error)) Fail(error);
   if (cfg.engine.empty()) cfg.engine = engine;
-  campaign = std::make_unique<Campaign>(std::move(cfg), Say);
+  campaign = Campaign::Open(std::move(cfg), Say, &error);
+  if (!campaign) Fail(error);
   std::atexit(End);
   return *campaign;
 }

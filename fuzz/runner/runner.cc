@@ -28,7 +28,7 @@ Runner::~Runner() { Close(); }
 
 bool Runner::Boot(std::string* error) {
   EndLife(ending_ ? lives_.back()->end : "replaced");
-  const int index = static_cast<int>(lives_.size());
+  const int index = cfg_.first_life + static_cast<int>(lives_.size());
   VmConfig vm_cfg = cfg_.vm;
   char name[32];
   std::snprintf(name, sizeof(name), "-life%03d", index);

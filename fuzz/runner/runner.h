@@ -39,6 +39,9 @@ struct RunnerConfig {
   uint32_t cover_cap = 65536;
   // Seconds past the program's own deadline before the guest counts as hung.
   double result_slack = 30;
+  // The index of the first life (its console log's name): a resumed campaign
+  // keeps the logs of its earlier sessions.
+  int first_life = 0;
 };
 
 // One boot of the VM.
