@@ -12,7 +12,7 @@
 //   0xfe the kernel dies, 0xfd the guest hangs, 0xfc the executor goes away,
 //   0xfb the kernel warns, 0xfa the program asks for a dev_access,
 //   0xf9 a task of the program is stuck, 0xf8 the executor exits and the
-//   guest powers off.
+//   guest powers off, 0xf6 the result has a status no one knows.
 // Any other program "runs": an op per byte (its opcode), coverage [length].
 #include <signal.h>
 #include <sys/socket.h>
@@ -212,6 +212,9 @@ int Main(int argc, char** argv) {
         case 0xf8:
           Write(console, "svmfuzz-init: executor exited");
           return 0;
+        case 0xf6:
+          res.status = static_cast<proto::Status>(99);
+          break;
       }
       for (uint8_t b : req.program) {
         res.ops.push_back(proto::OpResult{b, 0, proto::kOpStarted | proto::kOpDone, 0, ret, 1});

@@ -18,12 +18,14 @@ and writes DIR/triage.json and DIR/triage.txt.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -42,6 +44,11 @@ MAX_LEN = 4096
 # How long a harness gets past the campaign's end to finish its input.
 STOP_GRACE = 5
 NO_FINDING = "no finding"
+# fuzz/campaign/campaign.h: kLockFile, kLockFdEnv, kKillAtWriteEnv.
+LOCK_FILE = "campaign.lock"
+LOCK_FD_ENV = "SVMFUZZ_CAMPAIGN_LOCK_FD"
+KILL_AT_WRITE_ENV = "SVMFUZZ_KILL_AT_WRITE"
+_kill_steps = [0, 0]  # pid, steps counted in it
 
 # "#1234  NEW    cov: 12 ft: 345 corp: 67/8910b lim: 4096 exec/s: 3 rss: 40Mb ..."
 _LIBFUZZER_STATUS = re.compile(
@@ -120,11 +127,86 @@ def corpus_files(corpus: Path) -> list[Path]:
     return sorted(p for p in corpus.iterdir() if p.is_file() and not p.name.startswith("."))
 
 
+def _kill_point() -> None:
+    """A write step where a test may have the process killed (KILL_AT_WRITE_ENV:
+    the Nth step of this process)."""
+    at = os.environ.get(KILL_AT_WRITE_ENV)
+    if not at:
+        return
+    if _kill_steps[0] != os.getpid():
+        _kill_steps[:] = [os.getpid(), 0]
+    _kill_steps[1] += 1
+    if _kill_steps[1] == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """`path` written whole: a temporary beside it (.NAME.tmp-XXXXXXXX), synced,
+    renamed over it, and the directory synced so the rename lasts."""
+    if isinstance(data, str):
+        data = data.encode()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, data[:len(data) // 2])
+        _kill_point()
+        view = memoryview(data)[len(data) // 2:]
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        _kill_point()
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _kill_point()
+    _sync_dir(path.parent)
+
+
+def remove_temporaries(workdir: Path, *names: str) -> None:
+    """What a killed write_atomic (or seed) of DIR/<name> left behind."""
+    for p in workdir.iterdir():
+        if any(re.fullmatch(rf"\.{re.escape(n)}\.tmp-[A-Za-z0-9_]{{6,8}}", p.name) for n in names):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+def lock_campaign(workdir: Path) -> int:
+    """Takes DIR/campaign.lock for this process (its descriptor, to pass to the
+    harness); another `svmfuzz fuzz` on DIR would kill this one's VMs."""
+    path = workdir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = path.read_text().strip()
+        os.close(fd)
+        who = f"pid {holder}" if holder.isdigit() else "another process"
+        raise SvmfuzzError(f"campaign directory {workdir} is in use by {who}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
 def seed(workdir: Path, seeds: Path, svmprog: Path, log) -> int:
-    """Fills an empty DIR/corpus with the binary form of seeds/*.svmp; a
-    corpus already there is the campaign's, kept as it is. How many it holds."""
+    """Makes DIR/corpus from the binary form of seeds/*.svmp, or keeps the
+    campaign's corpus already there. How many inputs it holds. The corpus is
+    encoded in a temporary directory renamed into place, so a bad seed or a
+    kill leaves no half-seeded corpus to be taken for a campaign."""
     corpus = workdir / "corpus"
-    corpus.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(workdir, corpus.name, "campaign.conf")
     have = corpus_files(corpus)
     if have:
         log(f"fuzz: resuming {workdir} ({len(have)} corpus inputs)")
@@ -134,10 +216,25 @@ def seed(workdir: Path, seeds: Path, svmprog: Path, log) -> int:
         raise SvmfuzzError(f"no seed programs (*.svmp) in {seeds}")
     if not svmprog.is_file():
         raise SvmfuzzError(f"{svmprog} is missing: build it (cmake --build <build> --target svmprog)")
-    done = subprocess.run([str(svmprog), "encode", "-o", str(corpus), *map(str, texts)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SvmfuzzError(f"svmprog encode: {done.stderr.strip()}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{corpus.name}.tmp-", dir=workdir))
+    try:
+        done = subprocess.run([str(svmprog), "encode", "-o", str(tmp), *map(str, texts)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SvmfuzzError(f"bad seed program: {done.stderr.strip()}")
+        for p in tmp.iterdir():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+            _kill_point()
+        _sync_dir(tmp)
+        if corpus.is_dir():
+            corpus.rmdir()  # empty: a corpus is never left half-made
+        os.rename(tmp, corpus)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _kill_point()
+    _sync_dir(workdir)
     log(f"fuzz: seeded {corpus} with {len(texts)} programs from {seeds}")
     return len(texts)
 
@@ -153,10 +250,7 @@ def write_config(path: Path, vm_cfg, workdir: Path, engine: str, boot_timeout: f
         "boot_timeout": boot_timeout, "op_timeout_ms": op_timeout_ms,
         "program_timeout_ms": program_timeout_ms,
     }
-    text = "".join(f"{k} = {v}\n" for k, v in lines.items())
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(path, "".join(f"{k} = {v}\n" for k, v in lines.items()))
 
 
 def read_config(path: Path) -> dict[str, str]:
@@ -244,11 +338,19 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def fuzz_command(args, log) -> int:
-    from svmfuzz.vm import config_from_args
-
     build = Path(args.build_dir)
     workdir = Path(args.workdir or build / "campaign").resolve()
     workdir.mkdir(parents=True, exist_ok=True)
+    lock = lock_campaign(workdir)
+    try:
+        return _fuzz(args, build, workdir, lock, log)
+    finally:
+        os.close(lock)
+
+
+def _fuzz(args, build: Path, workdir: Path, lock: int, log) -> int:
+    from svmfuzz.vm import config_from_args
+
     binary = harness(build, args.engine)
     seeds = seed(workdir, Path(args.seeds), build / "fuzz" / "program" / "svmprog", log)
     # The console logs of a campaign are its own (DIR/vm), not --workdir's.
@@ -259,6 +361,8 @@ def fuzz_command(args, log) -> int:
     seconds = max(1, int(args.minutes * 60))
     exec_timeout = int(args.timeout + args.program_timeout_ms / 1000 + 60)
     argv, env = engine_command(args.engine, binary, workdir, seconds, exec_timeout)
+    # The harness shares this lock rather than taking one of its own.
+    env[LOCK_FD_ENV] = str(lock)
     log(f"fuzz: {args.engine} on {workdir} for {args.minutes:g} min ({vm_cfg.accel}, "
         f"{vm_cfg.devices} svmdev device(s)); engine output in {workdir / 'engine.log'}")
     before = read_stats(workdir)
@@ -266,7 +370,8 @@ def fuzz_command(args, log) -> int:
     status = None
     with open(workdir / "engine.log", "ab") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                pass_fds=(lock,))
         try:
             # libFuzzer stops between inputs once its time is up; AFL++
             # counts its time from the end of its dry run, and keeps its
@@ -423,6 +528,31 @@ def _campaign_saw(text: Path) -> list[str]:
         return []
 
 
+# A triage run that raised: a finding of its own, not the end of triage.
+TRIAGE_ERROR = "triage: the run raised"
+
+
+def _triage_run(r, data: bytes, path: Path, log) -> tuple[str, str]:
+    """The title of one run of `data` and the console log of its life."""
+    try:
+        o = r.run(data)
+        return outcome_title(o), str(o.life.console_log)
+    except Exception as e:  # noqa: BLE001 - any odd result is the input's finding
+        log(f"triage: {path.name}: the run raised {type(e).__name__}: {e}")
+        life = getattr(r, "life", None)
+        return f"{TRIAGE_ERROR} {type(e).__name__}", str(life.console_log) if life else ""
+
+
+def _write_triage(workdir: Path, repeat: int, results: list[CrashTriage],
+                  skipped: list[dict]) -> list[Bucket]:
+    buckets = bucket(results)
+    report = {"dir": str(workdir), "repeat": repeat,
+              "buckets": [asdict(b) for b in buckets], "skipped": skipped}
+    write_atomic(workdir / "triage.json", json.dumps(report, indent=2) + "\n")
+    write_atomic(workdir / "triage.txt", triage_text(buckets, skipped))
+    return buckets
+
+
 def triage_command(args, log) -> int:
     from svmfuzz import native, runner
     from svmfuzz.vm import config_from_args
@@ -440,6 +570,7 @@ def triage_command(args, log) -> int:
     if not args.append and conf.get("append"):
         args.append = conf["append"]
     args.workdir = str(workdir / "triage-vm")
+    remove_temporaries(workdir, "triage.json", "triage.txt")
     results, skipped = [], []
     todo = []
     for path in inputs:
@@ -462,25 +593,19 @@ def triage_command(args, log) -> int:
                                 why=_campaign_saw(path.with_name(path.name + ".txt")))
                 titles: Counter = Counter()
                 for _ in range(args.repeat):
-                    o = r.run(data)
-                    title = outcome_title(o)
+                    title, console_log = _triage_run(r, data, path, log)
                     titles[title] += 1
                     t.runs += 1
                     if title != NO_FINDING and not t.console_log:
-                        t.console_log = str(o.life.console_log)
+                        t.console_log = console_log
                 t.titles = {k: v for k, v in titles.items() if k != NO_FINDING}
                 results.append(t)
                 log(f"triage: {path.name}: " + (", ".join(f"{k} ({v}/{t.runs})"
                                                          for k, v in t.titles.items())
                                                or f"{NO_FINDING} (0/{t.runs})"))
-    buckets = bucket(results)
-    report = {"dir": str(workdir), "repeat": args.repeat,
-              "buckets": [asdict(b) for b in buckets], "skipped": skipped}
-    for name, text in (("triage.json", json.dumps(report, indent=2) + "\n"),
-                       ("triage.txt", triage_text(buckets, skipped))):
-        tmp = workdir / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, workdir / name)
+                # What is done so far lasts, whatever becomes of the rest.
+                _write_triage(workdir, args.repeat, results, skipped)
+    buckets = _write_triage(workdir, args.repeat, results, skipped)
     for b in buckets:
         log(f"triage: {b.title}: {len(b.crashes)} input(s), best reproduced "
             f"{max(c.reproduced for c in b.crashes)}/{args.repeat}")

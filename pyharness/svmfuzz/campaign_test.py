@@ -3,14 +3,19 @@ campaigns of the real libFuzzer harness against the stand-in QEMU, and triage
 with a stand-in runner."""
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
 import types
 from pathlib import Path
 
 import pytest
 
 from svmfuzz import campaign, cli, native, protocol
+from svmfuzz.errors import SvmfuzzError
 from svmfuzz.oracles.console import Finding
 from svmfuzz.paths import build_dir
 
@@ -193,16 +198,23 @@ class _FakeRunner:
         return types.SimpleNamespace(findings=findings, result=result, life=self.life)
 
 
-def test_triage_reruns_buckets_and_skips_what_it_cannot_run(tmp_path, svmprog, monkeypatch,
-                                                            capsys):
+def _saved(tmp_path, monkeypatch, runner_class, lasts: dict[str, int]) -> Path:
+    """DIR/crashes with an input per name, triaged by `runner_class`."""
     monkeypatch.setattr("svmfuzz.vm.config_from_args", lambda args, run, log: None)
     monkeypatch.setattr(native, "RunnerConfig", lambda vm, **kw: kw, raising=False)
-    monkeypatch.setattr("svmfuzz.runner.Runner", _FakeRunner)
+    monkeypatch.setattr("svmfuzz.runner.Runner", runner_class)
     crashes = tmp_path / "crashes"
     crashes.mkdir()
     # mmap buf=0 pages=1, then a short record that orders the finding.
-    for name, last in (("crash-a", 1), ("crash-b", 2), ("crash-c", 1), ("crash-d", 7)):
+    for name, last in lasts.items():
         (crashes / name).write_bytes(bytes([0, 0, 0, 1, 0, 0, 0, last]))
+    return crashes
+
+
+def test_triage_reruns_buckets_and_skips_what_it_cannot_run(tmp_path, svmprog, monkeypatch,
+                                                            capsys):
+    crashes = _saved(tmp_path, monkeypatch, _FakeRunner,
+                     {"crash-a": 1, "crash-b": 2, "crash-c": 1, "crash-d": 7})
     (crashes / "crash-a.txt").write_text("kind: stuck\nwhy: stuck: a task in state D\n")
     (crashes / "crash-empty").write_bytes(b"")
     (crashes / "crash-corrupt").write_bytes(b"\xff\xff\xfe")
@@ -226,3 +238,130 @@ def test_triage_reruns_buckets_and_skips_what_it_cannot_run(tmp_path, svmprog, m
     text = (tmp_path / "triage.txt").read_text()
     assert text.startswith("INFO: task hung in svmdev_fence_wait\n  ")
     assert "    campaign saw: stuck: a task in state D\n" in text
+
+
+def test_write_atomic_replaces_the_file_whole(tmp_path):
+    path = tmp_path / "triage.json"
+    campaign.write_atomic(path, "{}\n")
+    campaign.write_atomic(path, b"[1]\n")
+    assert path.read_text() == "[1]\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["triage.json"]
+    assert path.stat().st_mode & 0o777 == 0o644
+    (tmp_path / ".triage.json.tmp-ab12cd_x").write_text("half")
+    (tmp_path / ".other.tmp-ab12cd").write_text("not triage's")
+    campaign.remove_temporaries(tmp_path, "triage.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.tmp-ab12cd", "triage.json"]
+
+
+def test_a_second_fuzz_on_the_directory_is_refused(tmp_path, capsys):
+    fd = campaign.lock_campaign(tmp_path)
+    try:
+        assert (tmp_path / campaign.LOCK_FILE).read_text() == f"{os.getpid()}\n"
+        assert cli.main(["fuzz", "--build-dir", str(build_dir()), "--workdir", str(tmp_path),
+                         "--minutes", "0.1"]) == 1
+    finally:
+        os.close(fd)
+    err = capsys.readouterr().err
+    assert f"svmfuzz: campaign directory {tmp_path} is in use by pid {os.getpid()}\n" == err
+    assert not (tmp_path / "corpus").exists()
+    os.close(campaign.lock_campaign(tmp_path))
+
+
+def test_the_harness_refuses_a_directory_in_use(tmp_path):
+    harness = build_dir() / "fuzz" / "campaign" / campaign.HARNESS["libfuzzer"]
+    if not harness.is_file():
+        pytest.skip("the libFuzzer harness is not built")
+    vm_cfg = types.SimpleNamespace(qemu=Path("/q"), kernel=Path("/k"), initramfs=Path("/i"),
+                                   accel="tcg", cpus=1, memory="1G", devices=1, extra_append=[])
+    campaign.write_config(tmp_path / "campaign.conf", vm_cfg, tmp_path, "libfuzzer", 5, 100, 100)
+    # Held by a process that is not the harness's ancestor.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; "
+         "from svmfuzz import campaign; campaign.lock_campaign(Path(sys.argv[1])); "
+         "print('held', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(campaign.__file__).parents[1])
+    try:
+        assert holder.stdout.readline() == "held\n"
+        (tmp_path / "corpus").mkdir()
+        (tmp_path / "corpus" / "a").write_bytes(b"\x01")
+        done = subprocess.run([str(harness), "-runs=1", str(tmp_path / "corpus")],
+                              env=dict(os.environ, SVMFUZZ_CAMPAIGN=str(tmp_path / "campaign.conf")),
+                              capture_output=True, text=True, timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode != 0
+    assert (f"campaign: campaign directory {tmp_path} is in use by pid {holder.pid}\n"
+            in done.stderr), done.stderr
+
+
+def _seeds(tmp_path, bad: bool) -> Path:
+    seeds = tmp_path / "seeds"
+    seeds.mkdir(exist_ok=True)
+    for p in sorted(campaign.SEEDS.glob("*.svmp"))[:3]:
+        shutil.copy(p, seeds)
+    if bad:
+        (seeds / "zz_bad.svmp").write_text("mmap buf=0 pages=1\n")
+    return seeds
+
+
+def test_a_bad_seed_is_named_and_leaves_no_corpus(tmp_path, svmprog):
+    work = tmp_path / "campaign"
+    with pytest.raises(SvmfuzzError, match=r"bad seed program: .*zz_bad\.svmp:1"):
+        campaign.seed(work, _seeds(tmp_path, bad=True), svmprog, print)
+    assert sorted(p.name for p in work.iterdir()) == []
+    (tmp_path / "seeds" / "zz_bad.svmp").unlink()
+    assert campaign.seed(work, tmp_path / "seeds", svmprog, print) == 3
+    assert len(campaign.corpus_files(work / "corpus")) == 3
+
+
+def test_seeding_killed_at_each_step_is_never_resumed_half_done(tmp_path, svmprog):
+    seeds = _seeds(tmp_path, bad=False)
+    killed = 0
+    for at in range(1, 20):
+        work = tmp_path / f"campaign{at}"
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from pathlib import Path; "
+             "from svmfuzz import campaign; "
+             "campaign.seed(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), print)",
+             str(work), str(seeds), str(svmprog)],
+            env=dict(os.environ, **{campaign.KILL_AT_WRITE_ENV: str(at)}),
+            cwd=Path(campaign.__file__).parents[1], capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+        assert done.returncode == -signal.SIGKILL, done.stderr
+        killed += 1
+        # A corpus is there whole, or not at all.
+        assert len(campaign.corpus_files(work / "corpus")) in (0, 3)
+        said = []
+        assert campaign.seed(work, seeds, svmprog, said.append) == 3
+        assert sorted(p.name for p in work.iterdir()) == ["corpus"]
+    # A step per encoded seed and one after the rename.
+    assert killed == 4
+
+
+class _RaisingRunner(_FakeRunner):
+    """Like _FakeRunner; a program ending in 3 gets a result no one can read,
+    one ending in 4 stands for triage being killed."""
+
+    def run(self, program):
+        if program[-1] == 3:
+            raise protocol.ProtocolError("bad RESULT: 99 is not a valid Status")
+        if program[-1] == 4:
+            raise KeyboardInterrupt
+        return super().run(program)
+
+
+def test_triage_writes_as_it_goes_and_an_odd_result_is_a_finding(tmp_path, svmprog, monkeypatch,
+                                                                  capsys):
+    _saved(tmp_path, monkeypatch, _RaisingRunner, {"crash-a": 1, "crash-b": 3, "crash-c": 4})
+    assert cli.main(["triage", str(tmp_path), "--build-dir", str(build_dir()),
+                     "--repeat", "2"]) == 130
+    out = capsys.readouterr().out
+    assert "triage: crash-b: the run raised ProtocolError: bad RESULT: 99 is not a valid Status" in out
+    report = json.loads((tmp_path / "triage.json").read_text())
+    assert [(b["title"], [Path(c["input"]).name for c in b["crashes"]]) for b in report["buckets"]] == [
+        ("INFO: task hung in svmdev_fence_wait", ["crash-a"]),
+        (f"{campaign.TRIAGE_ERROR} ProtocolError", ["crash-b"]),
+    ]
+    assert "crash-b: reproduced 2/2" in (tmp_path / "triage.txt").read_text()

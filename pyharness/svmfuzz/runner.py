@@ -34,6 +34,8 @@ from svmfuzz.vm import config_from_args
 
 # What the guest's init prints when the executor has gone; it then powers off.
 EXECUTOR_EXITED = "svmfuzz-init: executor exited"
+# The title of a RESULT this side cannot decode (an unknown status, say).
+UNREADABLE_RESULT = "executor sent an unreadable result"
 
 
 def __getattr__(name: str):
@@ -105,7 +107,15 @@ class Runner:
         """Runs one program (its binary form), booting a VM first if there is
         none. `knobs`: test-only driver knobs for the program's device files."""
         o = self._native.run(program, knobs.values() if knobs is not None else [])
-        result = None if o.result is None else protocol.ExecResult.decode(o.result)
+        try:
+            result = None if o.result is None else protocol.ExecResult.decode(o.result)
+        except protocol.ProtocolError as e:
+            # An executor that says what this side cannot read is out of step
+            # with it: a finding, and the life ends.
+            self._native.end_life(f"{UNREADABLE_RESULT}: {e}")
+            report = f"{e}\nRESULT payload: {bytes(o.result[:64]).hex()}"
+            finding = Finding(title=UNREADABLE_RESULT, category="lost", frame="", report=report)
+            return Outcome(o.id, None, o.life, f"{UNREADABLE_RESULT}: {e}", [finding], o.seconds)
         findings = judge(result, o.console, self._lost_kinds[o.lost_kind], o.lost,
                          device_events=o.stale)
         kernel = [f for f in findings if f.category not in DRIVER_CATEGORIES]

@@ -17,6 +17,7 @@ KERNEL_WARNS = b"\xfb"
 DEVICE_ACCESS = b"\xfa"
 TASK_STUCK = b"\xf9"
 EXECUTOR_EXITS = b"\xf8"
+UNKNOWN_STATUS = b"\xf6"
 
 
 @pytest.fixture
@@ -195,3 +196,14 @@ def test_text_programs_are_encoded_by_svmprog(tmp_path):
     bad.write_text("mmap buf=0\n")
     with pytest.raises(SvmfuzzError, match="bad.svmp:1"):
         runner.encode_programs([bad], svmprog)
+
+
+def test_a_result_no_one_can_read_is_a_finding_and_ends_the_life(cfg):
+    with runner.Runner(cfg) as r:
+        odd = r.run(UNKNOWN_STATUS)
+        after = r.run(b"\x01")
+    assert odd.result is None and odd.title() == runner.UNREADABLE_RESULT
+    assert "99 is not a valid Status" in odd.findings[0].report
+    assert odd.lost.startswith(runner.UNREADABLE_RESULT)
+    assert after.result.status == protocol.Status.OK and after.life.index == 1
+    assert r.lives[0].end.startswith(runner.UNREADABLE_RESULT)
