@@ -83,13 +83,31 @@ proto::DeviceRequest Request(OpCode code, uint8_t device, uint16_t ctx, uint64_t
 
 }  // namespace
 
+void HostCaller::InitMutex(pthread_mutex_t* mu) {
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(mu, &attr);
+  pthread_mutexattr_destroy(&attr);
+}
+
 proto::DeviceReply HostCaller::Call(const proto::DeviceRequest& request) const {
   proto::DeviceReply reply;
   reply.status = proto::kDeviceUnavailable;
   if (fd_ < 0) return reply;
   const std::vector<uint8_t> out = proto::Encode(request);
   std::vector<uint8_t> in(64);
-  pthread_mutex_lock(mu_);
+  const int locked = pthread_mutex_lock(mu_);
+  if (locked == EOWNERDEAD) {
+    // Its holder died mid-request: the reply it never read may be waiting,
+    // and is not this caller's.
+    pthread_mutex_consistent(mu_);
+    while (recv(fd_, in.data(), in.size(), MSG_DONTWAIT) > 0) {
+    }
+  } else if (locked != 0) {
+    return reply;
+  }
   ssize_t n = send(fd_, out.data(), out.size(), MSG_NOSIGNAL);
   if (n == static_cast<ssize_t>(out.size())) {
     while ((n = recv(fd_, in.data(), in.size(), 0)) < 0 && errno == EINTR) {

@@ -62,9 +62,13 @@ class Device {
 // A program's way to the host: requests go over `fd` to the supervisor,
 // which relays them on the port. One request at a time across the
 // program's threads and processes (`mu` is process-shared), so each reply
-// reaches the one who asked.
+// reaches the one who asked. `mu` is robust: a process killed while it holds
+// it (the OOM killer's choice) passes it on to the next caller rather than
+// deadlocking the rest of the program.
 class HostCaller {
  public:
+  // Makes `mu` the process-shared robust mutex Call expects.
+  static void InitMutex(pthread_mutex_t* mu);
   HostCaller(int fd, pthread_mutex_t* mu) : fd_(fd), mu_(mu) {}
   // The host's reply; status proto::kDeviceUnavailable if there is none.
   proto::DeviceReply Call(const proto::DeviceRequest& request) const;

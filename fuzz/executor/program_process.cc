@@ -40,11 +40,7 @@ void SharedRun::Reset(size_t num_ops) {
   device_pid = 0;
   device_fd = -1;
   // Fresh each run: a program killed mid-request may have left it held.
-  pthread_mutexattr_t attr;
-  pthread_mutexattr_init(&attr);
-  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
-  pthread_mutex_init(&host_mu, &attr);
-  pthread_mutexattr_destroy(&attr);
+  HostCaller::InitMutex(&host_mu);
 }
 
 namespace {
