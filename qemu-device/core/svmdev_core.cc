@@ -11,8 +11,9 @@
 #include <cstring>
 #include <deque>
 #include <memory>
-#include <utility>
 #include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "svmdev/svmdev_hw.h"
@@ -25,6 +26,12 @@ namespace {
 constexpr unsigned kTlbEntries = 64;
 constexpr unsigned kMaxStalled = 256;
 constexpr unsigned kMaxHeld = 64;  // invalidations held back by the host channel
+// Completions queued while the ring is full: one command's own, the accesses
+// a FAULT_REPLAY/CANCEL finished, and the held invalidations it released.
+constexpr unsigned kMaxCpls = kMaxStalled + kMaxHeld + 2;
+// Work of one slice: what one register write or host message does at most.
+constexpr uint32_t kSliceCommands = 256;
+constexpr uint32_t kSliceCopyBytes = 4u << 20;
 constexpr uint32_t kDefaultContexts = 16;
 constexpr uint32_t kMaxContexts = 4096;
 constexpr uint64_t kVaLimit = 1ull << SVMDEV_VA_BITS;
@@ -32,6 +39,8 @@ constexpr uint64_t kBounce = 4096;
 constexpr uint32_t kCaps = SVMDEV_CAP_HUGE_2M | SVMDEV_CAP_ATOMICS | SVMDEV_CAP_VRAM |
                            SVMDEV_CAP_REPLAY;
 constexpr uint32_t kStatusFault = 0xffffffffu;  // internal: the access must stall
+constexpr uint32_t kEventsAll = SVMDEV_EVT_FAULT | SVMDEV_EVT_INVALIDATE | SVMDEV_EVT_STALE |
+                                SVMDEV_EVT_ERROR | SVMDEV_EVT_ACCESS_DONE;
 
 struct Access {
   uint64_t va = 0;
@@ -106,6 +115,19 @@ struct Ctx {
   uint8_t live = 0;
 };
 
+// A COPY in progress: it may span slices, and the commands after it wait.
+struct CopyJob {
+  uint64_t seq = 0;
+  uint64_t src = 0;
+  uint64_t dst = 0;
+  uint64_t len = 0;
+  uint64_t done = 0;
+  uint32_t index = 0;
+  uint16_t ctx = 0;
+  uint8_t flags = 0;
+  uint8_t active = 0;
+};
+
 // Everything a snapshot carries.
 struct State {
   uint32_t control = 0;
@@ -124,6 +146,7 @@ struct State {
   std::deque<Pending> cpls;
   std::deque<svmdev_fault> faults;
   std::vector<Held> held;
+  CopyJob copy;
   // host-channel settings
   uint32_t inval_mode = SVMDEV_INVAL_NORMAL;
   uint32_t inval_count = 0;
@@ -145,6 +168,26 @@ bool Overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen) {
   return a <= b + (blen - 1) && b <= a + (alen - 1);
 }
 
+// The arguments of a COPY; *bad is the address behind a refusal.
+uint32_t CheckCopy(uint64_t vram_size, uint64_t src, bool src_vram, uint64_t dst, bool dst_vram,
+                   uint64_t len, uint64_t* bad) {
+  if (len == 0 || len > SVMDEV_COPY_MAX) {
+    *bad = len;
+    return SVMDEV_STATUS_BAD_ARG;
+  }
+  if ((!src_vram && src > UINT64_MAX - len) || (!dst_vram && dst > UINT64_MAX - len)) {
+    *bad = src_vram ? dst : src;
+    return SVMDEV_STATUS_BAD_ARG;
+  }
+  for (auto [in_vram, off] : {std::pair{src_vram, src}, std::pair{dst_vram, dst}}) {
+    if (in_vram && (off > vram_size || vram_size - off < len)) {
+      *bad = off;
+      return SVMDEV_STATUS_BAD_VRAM;
+    }
+  }
+  return SVMDEV_STATUS_OK;
+}
+
 uint8_t PermFor(uint8_t kind) {
   switch (kind) {
     case SVMDEV_ACC_READ: return SVMDEV_PTE_READ;
@@ -163,6 +206,9 @@ struct svmdev_core {
   State st;
   std::vector<uint8_t> ctl_in;
   uint64_t err_addr = 0;  // address behind the status a helper returns
+  uint32_t slice_cmds = 0;  // left in the current slice
+  uint64_t slice_bytes = 0;
+  bool busy = false;  // inside a register access or a slice of work
 
   // ---- host services ----
   void GuestError(const char* msg) const {
@@ -246,22 +292,23 @@ struct svmdev_core {
 
   void FlushCompletions() {
     while (Running() && !st.cpls.empty() && !st.cplq.Full()) {
-      const Pending& p = st.cpls.front();
+      // A copy: nothing of the queue is referenced while the DMA runs.
+      const Pending p = st.cpls.front();
       uint64_t addr = st.cplq.base + uint64_t{st.cplq.tail} * sizeof(svmdev_cpl);
       if (!DmaWrite(addr, &p.cpl, sizeof(p.cpl))) {
         Halt(addr, "svmdev: completion ring write failed");
         return;
       }
       st.cplq.tail = (st.cplq.tail + 1) % st.cplq.entries;
-      bool irq = p.irq;
       st.cpls.pop_front();
-      if (irq) Raise(SVMDEV_VEC_CMD);
+      if (p.irq) Raise(SVMDEV_VEC_CMD);
     }
   }
   void FlushFaults() {
     while (Running() && !st.faults.empty() && !st.fltq.Full()) {
       uint64_t addr = st.fltq.base + uint64_t{st.fltq.tail} * sizeof(svmdev_fault);
-      if (!DmaWrite(addr, &st.faults.front(), sizeof(svmdev_fault))) {
+      const svmdev_fault f = st.faults.front();
+      if (!DmaWrite(addr, &f, sizeof(f))) {
         Halt(addr, "svmdev: fault ring write failed");
         return;
       }
@@ -395,7 +442,7 @@ struct svmdev_core {
       case SVMDEV_ACC_READ:
       case SVMDEV_ACC_WRITE:
         if (a.use_buf) {
-          if (a.size < 1 || a.size > SVMDEV_PAGE_SIZE) return false;
+          if (a.size < 1 || a.size > SVMDEV_PAGE_SIZE || a.buf > UINT64_MAX - a.size) return false;
         } else if (a.size != 1 && a.size != 2 && a.size != 4 && a.size != 8) {
           return false;
         }
@@ -476,8 +523,7 @@ struct svmdev_core {
         status = SVMDEV_STATUS_STALL_LIMIT;
         err_addr = s.acc.va;
       } else {
-        s.fault_id = st.next_fault_id++;
-        if (st.next_fault_id == 0) st.next_fault_id = 1;
+        s.fault_id = NewFaultId();
         svmdev_fault f{};
         f.va = s.acc.va & ~(SVMDEV_PAGE_SIZE - 1);
         f.seq = s.seq;
@@ -499,12 +545,32 @@ struct svmdev_core {
     return status;
   }
 
+  // Never 0, and unique among the stalled accesses even after the counter
+  // wraps, so that a fault id names one access and one record.
+  uint32_t NewFaultId() {
+    for (;;) {
+      uint32_t id = st.next_fault_id++;
+      if (st.next_fault_id == 0) st.next_fault_id = 1;
+      if (std::none_of(st.stalled.begin(), st.stalled.end(),
+                       [id](const Stalled& s) { return s.fault_id == id; }))
+        return id;
+    }
+  }
+  // A record still waiting for ring space leaves with its access: the queue
+  // holds at most one record per stalled access.
+  void Withdraw(uint32_t fault_id) {
+    auto it = std::find_if(st.faults.begin(), st.faults.end(),
+                           [fault_id](const svmdev_fault& f) { return f.fault_id == fault_id; });
+    if (it != st.faults.end()) st.faults.erase(it);
+  }
+
   // Replays (or cancels) the stalled accesses of ctx that match.
   uint64_t Resolve(uint16_t ctx, bool all, uint32_t id, bool replay) {
     std::vector<Stalled> picked;
     for (size_t i = 0; i < st.stalled.size();) {
       const Stalled& s = st.stalled[i];
       if (s.ctx == ctx && (all || s.fault_id == id)) {
+        Withdraw(s.fault_id);
         picked.push_back(s);
         st.stalled.erase(st.stalled.begin() + static_cast<long>(i));
       } else {
@@ -580,37 +646,47 @@ struct svmdev_core {
   }
 
   // ---- copy engine ----
-  uint32_t Copy(uint64_t src, bool src_vram, uint64_t dst, bool dst_vram, uint64_t len) {
-    if (len == 0 || len > SVMDEV_COPY_MAX) {
-      err_addr = len;
-      return SVMDEV_STATUS_BAD_ARG;
-    }
-    if ((!src_vram && src > UINT64_MAX - len) || (!dst_vram && dst > UINT64_MAX - len)) {
-      err_addr = src_vram ? dst : src;
-      return SVMDEV_STATUS_BAD_ARG;
-    }
-    for (auto [in_vram, off] : {std::pair{src_vram, src}, std::pair{dst_vram, dst}}) {
-      if (in_vram && (off > cfg.vram_size || cfg.vram_size - off < len)) {
-        err_addr = off;
-        return SVMDEV_STATUS_BAD_VRAM;
-      }
-    }
-    if (src_vram && dst_vram) {
-      std::memmove(vram + dst, vram + src, len);
-    } else if (src_vram) {
-      if (!DmaWrite(dst, vram + src, len)) return SVMDEV_STATUS_DMA_ERROR;
-    } else if (dst_vram) {
-      if (!DmaRead(src, vram + dst, len)) return SVMDEV_STATUS_DMA_ERROR;
+  // Checks a COPY and starts it; it completes from Work, slice by slice.
+  uint32_t StartCopy(const svmdev_cmd& c, uint32_t index) {
+    uint32_t status = CheckCopy(cfg.vram_size, c.arg[0], c.flags & SVMDEV_COPY_F_SRC_VRAM, c.arg[1],
+                                c.flags & SVMDEV_COPY_F_DST_VRAM, c.arg[2], &err_addr);
+    if (status != SVMDEV_STATUS_OK) return status;
+    st.copy = CopyJob{c.seq, c.arg[0], c.arg[1], c.arg[2], 0, index, c.ctx, c.flags, 1};
+    return kStatusFault;  // completes when the last byte is moved
+  }
+
+  // Moves what the slice allows of the COPY in progress.
+  void StepCopy() {
+    CopyJob& j = st.copy;
+    bool sv = j.flags & SVMDEV_COPY_F_SRC_VRAM, dv = j.flags & SVMDEV_COPY_F_DST_VRAM;
+    uint64_t n = std::min(j.len - j.done, slice_bytes);
+    slice_bytes -= n;
+    // Overlapping VRAM ranges copy as memmove: back to front when the
+    // destination is above the source.
+    uint64_t at = sv && dv && j.dst > j.src ? j.len - j.done - n : j.done;
+    bool ok = true;
+    if (sv && dv) {
+      std::memmove(vram + j.dst + at, vram + j.src + at, n);
+    } else if (sv) {
+      ok = DmaWrite(j.dst + at, vram + j.src + at, n);
+    } else if (dv) {
+      ok = DmaRead(j.src + at, vram + j.dst + at, n);
     } else {
       uint8_t bounce[kBounce];
-      for (uint64_t done = 0; done < len; done += kBounce) {
-        uint64_t n = std::min(kBounce, len - done);
-        if (!DmaRead(src + done, bounce, n) || !DmaWrite(dst + done, bounce, n))
-          return SVMDEV_STATUS_DMA_ERROR;
+      for (uint64_t k = 0; ok && k < n; k += kBounce) {
+        uint64_t m = std::min(kBounce, n - k);
+        ok = DmaRead(j.src + at + k, bounce, m) && DmaWrite(j.dst + at + k, bounce, m);
       }
     }
-    st.counters[SVMDEV_CNT_COPY_BYTES] += len;
-    return SVMDEV_STATUS_OK;
+    j.done += n;
+    if (ok && j.done < j.len) return;
+    CopyJob done = j;
+    st.copy = CopyJob{};
+    if (ok) st.counters[SVMDEV_CNT_COPY_BYTES] += done.len;
+    uint32_t status = ok ? SVMDEV_STATUS_OK : SVMDEV_STATUS_DMA_ERROR;
+    CompleteCommand(
+        svmdev_cpl{done.seq, ok ? done.len : 0, status, done.ctx, SVMDEV_OP_COPY, 0, done.index, 0},
+        done.flags & SVMDEV_CMD_F_IRQ);
   }
 
   // ---- commands ----
@@ -627,7 +703,8 @@ struct svmdev_core {
     return Resolve(ctx, true, 0, false);
   }
 
-  // Returns the completion status, or kStatusFault when an ACCESS stalled.
+  // Returns the completion status, or kStatusFault when the command completes
+  // later (a stalled ACCESS, an INVALIDATE, a COPY).
   uint32_t Execute(const svmdev_cmd& c, uint32_t index, uint64_t* value) {
     *value = 0;
     err_addr = 0;
@@ -666,10 +743,7 @@ struct svmdev_core {
         return kStatusFault;  // completes through Ack
       }
       case SVMDEV_OP_COPY:
-        s = Copy(c.arg[0], c.flags & SVMDEV_COPY_F_SRC_VRAM, c.arg[1],
-                 c.flags & SVMDEV_COPY_F_DST_VRAM, c.arg[2]);
-        if (s == SVMDEV_STATUS_OK) *value = c.arg[2];
-        return s;
+        return StartCopy(c, index);
       case SVMDEV_OP_ACCESS: {
         if ((s = CheckCtx(c.ctx, true)) != SVMDEV_STATUS_OK) return s;
         Stalled a;
@@ -704,6 +778,8 @@ struct svmdev_core {
         // The stalled accesses complete before the command itself.
         *value = Resolve(c.ctx, all, static_cast<uint32_t>(c.arg[0]),
                          c.opcode == SVMDEV_OP_FAULT_REPLAY);
+        // Each replayed access counts as a command against the slice.
+        slice_cmds -= static_cast<uint32_t>(std::min<uint64_t>(*value, slice_cmds));
         if (!all && *value == 0) {
           err_addr = c.arg[0];
           return SVMDEV_STATUS_NO_FAULT;
@@ -719,10 +795,31 @@ struct svmdev_core {
     }
   }
 
+  void CompleteCommand(const svmdev_cpl& cpl, bool irq) {
+    if (cpl.status != SVMDEV_STATUS_OK) Error(cpl.status, err_addr, "svmdev: command failed");
+    Complete(cpl, irq);
+  }
+
+  // A register write or host message starts a slice of work; what does not
+  // fit continues from the host's schedule callback.
   void ProcessCommands() {
+    // Without a schedule callback nobody would continue: do it all now.
+    bool bounded = ops.schedule != nullptr;
+    slice_cmds = bounded ? cfg.slice_commands : UINT32_MAX;
+    slice_bytes = bounded ? cfg.slice_copy_bytes : UINT64_MAX;
     FlushCompletions();
     FlushFaults();
-    while (Running() && st.cpls.empty() && !st.cmdq.Empty()) {
+    while (Running() && st.cpls.empty()) {
+      if (st.copy.active ? slice_bytes == 0 : !st.cmdq.Empty() && slice_cmds == 0) {
+        ops.schedule(ops.opaque);
+        return;
+      }
+      if (st.copy.active) {
+        StepCopy();
+        continue;
+      }
+      if (st.cmdq.Empty()) return;
+      slice_cmds--;
       uint32_t index = st.cmdq.head;
       uint64_t addr = st.cmdq.base + uint64_t{index} * sizeof(svmdev_cmd);
       svmdev_cmd c;
@@ -734,11 +831,9 @@ struct svmdev_core {
       st.counters[SVMDEV_CNT_CMDS]++;
       uint64_t value = 0;
       uint32_t status = Execute(c, index, &value);
-      if (status != kStatusFault) {
-        if (status != SVMDEV_STATUS_OK) Error(status, err_addr, "svmdev: command failed");
-        Complete(svmdev_cpl{c.seq, value, status, c.ctx, c.opcode, 0, index, 0},
-                 c.flags & SVMDEV_CMD_F_IRQ);
-      }
+      if (status != kStatusFault)
+        CompleteCommand(svmdev_cpl{c.seq, value, status, c.ctx, c.opcode, 0, index, 0},
+                        c.flags & SVMDEV_CMD_F_IRQ);
       TickHeld();
     }
   }
@@ -852,6 +947,7 @@ struct svmdev_core {
     st.cpls.clear();
     st.faults.clear();
     st.held.clear();
+    st.copy = CopyJob{};
     for (const Stalled& s : stalled) {
       st.counters[SVMDEV_CNT_CANCELS]++;
       // A host access has no ring to lose: its waiter hears the outcome.
@@ -950,6 +1046,10 @@ struct svmdev_core {
     Send(type, tag, &r, sizeof(r));
   }
 
+  static bool Zero(const uint8_t* p, size_t n) {
+    return std::all_of(p, p + n, [](uint8_t b) { return b == 0; });
+  }
+
   void CtlAccess(uint32_t tag, const svmdev_ctl_access& q) {
     Stalled s;
     s.seq = tag;
@@ -962,7 +1062,8 @@ struct svmdev_core {
     s.acc.value = q.value;
     s.acc.compare = q.compare;
     uint32_t status = CheckCtx(q.ctx, true);
-    if (status == SVMDEV_STATUS_OK && !ValidAccess(s.acc)) status = SVMDEV_STATUS_BAD_ARG;
+    if (status == SVMDEV_STATUS_OK && (!ValidAccess(s.acc) || !Zero(q.rsvd, sizeof(q.rsvd))))
+      status = SVMDEV_STATUS_BAD_ARG;
     uint64_t value = 0;
     if (status == SVMDEV_STATUS_OK) status = Run(s, &value, false);
     if (status == kStatusFault) {
@@ -975,7 +1076,8 @@ struct svmdev_core {
 
   void CtlStorm(uint32_t tag, const svmdev_ctl_storm& q) {
     uint32_t status = CheckCtx(q.ctx, true);
-    if (status == SVMDEV_STATUS_OK && (q.kind > SVMDEV_ACC_ATOMIC || q.va >= kVaLimit))
+    if (status == SVMDEV_STATUS_OK &&
+        (q.kind > SVMDEV_ACC_ATOMIC || q.va >= kVaLimit || !Zero(q.rsvd, sizeof(q.rsvd))))
       status = SVMDEV_STATUS_BAD_ARG;
     uint64_t stalled = 0;
     for (uint32_t i = 0; status == SVMDEV_STATUS_OK && i < q.count; i++) {
@@ -1042,7 +1144,7 @@ struct svmdev_core {
         svmdev_ctl_inval_mode q;
         if (!want(sizeof(q))) return;
         std::memcpy(&q, p, sizeof(q));
-        if (q.mode > SVMDEV_INVAL_EARLY_ACK) {
+        if (q.mode > SVMDEV_INVAL_EARLY_ACK || q.rsvd != 0) {
           Reply(rtype, h.tag, SVMDEV_STATUS_BAD_ARG, 0, 0);
           return;
         }
@@ -1073,6 +1175,10 @@ struct svmdev_core {
         uint32_t mask;
         if (!want(sizeof(mask))) return;
         std::memcpy(&mask, p, sizeof(mask));
+        if (mask & ~kEventsAll) {
+          Reply(rtype, h.tag, SVMDEV_STATUS_BAD_ARG, 0, 0);
+          return;
+        }
         st.event_mask = mask;
         Reply(rtype, h.tag, SVMDEV_STATUS_OK, 0, 0);
         return;
@@ -1119,11 +1225,13 @@ namespace {
 // serializes twice instead of growing a vector (fuzzers save often).
 class Writer {
  public:
+  static constexpr bool kLoad = false;
   explicit Writer(uint8_t* out = nullptr) : out_(out) {}
   template <typename T>
-  void Put(const T& v) {
+  bool operator()(const T& v) {
     if (out_ != nullptr) std::memcpy(out_ + size_, &v, sizeof(T));
     size_ += sizeof(T);
+    return true;
   }
   size_t Size() const { return size_; }
 
@@ -1134,11 +1242,12 @@ class Writer {
 
 class Reader {
  public:
+  static constexpr bool kLoad = true;
   Reader(const void* buf, size_t len) : p_(static_cast<const uint8_t*>(buf)), left_(len) {}
   template <typename T>
-  bool Get(T* v) {
+  bool operator()(T& v) {
     if (left_ < sizeof(T)) return false;
-    std::memcpy(v, p_, sizeof(T));
+    std::memcpy(&v, p_, sizeof(T));
     p_ += sizeof(T);
     left_ -= sizeof(T);
     return true;
@@ -1150,80 +1259,117 @@ class Reader {
   size_t left_;
 };
 
-constexpr uint32_t kStateMagic = 0x53564d31;  // "SVM1"
+constexpr uint32_t kStateMagic = 0x53564d32;  // "SVM2"
 
-void Serialize(const svmdev_config& cfg, const State& s, Writer* w) {
-  w->Put(kStateMagic);
-  w->Put(cfg.vram_size);
-  w->Put(static_cast<uint32_t>(s.ctx.size()));
-  w->Put(s.control);
-  w->Put(s.halted);
-  w->Put(s.irq_status);
-  w->Put(s.irq_mask);
-  w->Put(s.error_code);
-  w->Put(s.error_addr);
-  for (const Ring* r : {&s.cmdq, &s.cplq, &s.fltq}) w->Put(*r);
-  w->Put(s.counters);
-  for (const Ctx& c : s.ctx) w->Put(c);
-  w->Put(s.tlb);
-  w->Put(s.tlb_next);
-  w->Put(s.next_fault_id);
-  w->Put(static_cast<uint32_t>(s.stalled.size()));
-  for (const Stalled& x : s.stalled) w->Put(x);
-  w->Put(static_cast<uint32_t>(s.cpls.size()));
-  for (const Pending& x : s.cpls) w->Put(x);
-  w->Put(static_cast<uint32_t>(s.faults.size()));
-  for (const svmdev_fault& x : s.faults) w->Put(x);
-  w->Put(static_cast<uint32_t>(s.held.size()));
-  for (const Held& x : s.held) w->Put(x);
-  w->Put(s.inval_mode);
-  w->Put(s.inval_count);
-  w->Put(s.inval_commands);
-  w->Put(s.dma_skip);
-  w->Put(s.dma_fail);
-  w->Put(s.event_mask);
-  w->Put(s.event_count);
+// One list of fields per struct, for both directions. Scalars and the
+// interface's records (sized without padding) go as they are; the core's own
+// structs go field by field, so that no padding byte reaches a snapshot.
+template <typename IO, typename T>
+std::enable_if_t<std::is_arithmetic_v<T>, bool> Io(IO& io, T& v) {
+  return io(v);
 }
-
-template <typename T, typename C>
-bool GetList(Reader* r, uint32_t max, C* out) {
-  uint32_t n;
-  if (!r->Get(&n) || n > max) return false;
-  for (uint32_t i = 0; i < n; i++) {
-    T v;
-    if (!r->Get(&v)) return false;
-    out->push_back(v);
+template <typename IO>
+bool Io(IO& io, svmdev_cpl& v) {
+  return io(v);
+}
+template <typename IO>
+bool Io(IO& io, svmdev_fault& v) {
+  return io(v);
+}
+template <typename IO>
+bool Io(IO& io, Ring& r) {
+  return io(r.base) && io(r.entries) && io(r.head) && io(r.tail);
+}
+template <typename IO>
+bool Io(IO& io, Ctx& c) {
+  return io(c.root) && io(c.live);
+}
+template <typename IO>
+bool Io(IO& io, TlbEntry& e) {
+  return io(e.va) && io(e.target) && io(e.pte) && io(e.ctx) && io(e.valid) && io(e.stale);
+}
+template <typename IO>
+bool Io(IO& io, Access& a) {
+  return io(a.va) && io(a.value) && io(a.compare) && io(a.buf) && io(a.size) && io(a.kind) &&
+         io(a.aop) && io(a.use_buf) && io(a.probe);
+}
+template <typename IO>
+bool Io(IO& io, Stalled& x) {
+  return io(x.seq) && io(x.fault_id) && io(x.cmd_index) && io(x.ctx) && io(x.origin) &&
+         io(x.cmd_flags) && Io(io, x.acc);
+}
+template <typename IO>
+bool Io(IO& io, Pending& p) {
+  return io(p.cpl) && io(p.irq);
+}
+template <typename IO>
+bool Io(IO& io, Held& h) {
+  return io(h.va) && io(h.len) && io(h.commands_left) && io(h.ctx) && io(h.performed) &&
+         io(h.acked) && io(h.drop_ack) && Io(io, h.cpl);
+}
+template <typename IO>
+bool Io(IO& io, CopyJob& j) {
+  return io(j.seq) && io(j.src) && io(j.dst) && io(j.len) && io(j.done) && io(j.index) &&
+         io(j.ctx) && io(j.flags) && io(j.active);
+}
+template <typename IO, typename C>
+bool IoList(IO& io, C& list, uint32_t max) {
+  uint32_t n = static_cast<uint32_t>(list.size());
+  if (!io(n)) return false;
+  if constexpr (IO::kLoad) {
+    if (n > max) return false;
+    list.resize(n);
   }
+  for (auto& x : list)
+    if (!Io(io, x)) return false;
   return true;
 }
 
+// The whole state; a load fails early on another configuration.
+template <typename IO>
+bool Io(IO& io, const svmdev_config& cfg, State& s) {
+  uint32_t magic = kStateMagic, nctx = cfg.num_contexts;
+  uint64_t vram_size = cfg.vram_size;
+  if (!io(magic) || magic != kStateMagic || !io(vram_size) || vram_size != cfg.vram_size ||
+      !io(nctx) || nctx != cfg.num_contexts)
+    return false;
+  if constexpr (IO::kLoad) s.ctx.resize(nctx);
+  bool ok = io(s.control) && io(s.halted) && io(s.irq_status) && io(s.irq_mask) &&
+            io(s.error_code) && io(s.error_addr) && Io(io, s.cmdq) && Io(io, s.cplq) &&
+            Io(io, s.fltq);
+  for (uint64_t& c : s.counters) ok = ok && io(c);
+  for (Ctx& c : s.ctx) ok = ok && Io(io, c);
+  for (TlbEntry& e : s.tlb) ok = ok && Io(io, e);
+  return ok && io(s.tlb_next) && io(s.next_fault_id) && IoList(io, s.stalled, kMaxStalled) &&
+         IoList(io, s.cpls, kMaxCpls) && IoList(io, s.faults, kMaxStalled) &&
+         IoList(io, s.held, kMaxHeld) && Io(io, s.copy) && io(s.inval_mode) && io(s.inval_count) &&
+         io(s.inval_commands) && io(s.dma_skip) && io(s.dma_fail) && io(s.event_mask) &&
+         io(s.event_count);
+}
+
+size_t Serialize(const svmdev_config& cfg, const State& s, uint8_t* out) {
+  Writer w(out);
+  Io(w, cfg, const_cast<State&>(s));  // a writer only reads the state
+  return w.Size();
+}
+
 // A snapshot may come from anywhere: check what the core relies on.
-bool Deserialize(const svmdev_config& cfg, uint32_t nctx, Reader* r, State* s) {
-  uint32_t magic, n;
-  uint64_t vram_size;
-  if (!r->Get(&magic) || magic != kStateMagic || !r->Get(&vram_size) ||
-      vram_size != cfg.vram_size || !r->Get(&n) || n != nctx)
-    return false;
-  if (!r->Get(&s->control) || !r->Get(&s->halted) || !r->Get(&s->irq_status) ||
-      !r->Get(&s->irq_mask) || !r->Get(&s->error_code) || !r->Get(&s->error_addr))
-    return false;
+bool Consistent(const svmdev_config& cfg, const State& s) {
   const uint64_t sizes[3] = {sizeof(svmdev_cmd), sizeof(svmdev_cpl), sizeof(svmdev_fault)};
-  Ring* rings[3] = {&s->cmdq, &s->cplq, &s->fltq};
+  const Ring* rings[3] = {&s.cmdq, &s.cplq, &s.fltq};
   for (int i = 0; i < 3; i++) {
-    if (!r->Get(rings[i])) return false;
     // Indexes only matter while enabled; enabling zeroes them.
-    if ((s->control & SVMDEV_CTRL_ENABLE) && !rings[i]->Usable(sizes[i])) return false;
+    if ((s.control & SVMDEV_CTRL_ENABLE) && !rings[i]->Usable(sizes[i])) return false;
   }
-  if (s->control & ~SVMDEV_CTRL_ENABLE || s->halted > 1 || s->irq_mask & ~SVMDEV_IRQ_ALL ||
-      s->irq_status & ~SVMDEV_IRQ_ALL)
+  if (s.control & ~SVMDEV_CTRL_ENABLE || s.halted > 1 || s.irq_mask & ~SVMDEV_IRQ_ALL ||
+      s.irq_status & ~SVMDEV_IRQ_ALL)
     return false;
-  if (!r->Get(&s->counters)) return false;
-  s->ctx.resize(nctx);
-  for (Ctx& c : s->ctx) {
-    if (!r->Get(&c) || c.live > 1 || (c.root & ~SVMDEV_PTE_ADDR_MASK) != 0) return false;
+  for (const Ctx& c : s.ctx) {
+    if (c.live > 1 || (c.root & ~SVMDEV_PTE_ADDR_MASK) != 0) return false;
   }
-  if (!r->Get(&s->tlb) || !r->Get(&s->tlb_next) || s->tlb_next >= kTlbEntries) return false;
-  for (const TlbEntry& e : s->tlb) {
+  if (s.tlb_next >= kTlbEntries) return false;
+  uint32_t nctx = cfg.num_contexts;
+  for (const TlbEntry& e : s.tlb) {
     if (!e.valid) continue;
     uint64_t size = e.Size();
     bool vram = e.pte & SVMDEV_PTE_VRAM;
@@ -1232,23 +1378,46 @@ bool Deserialize(const svmdev_config& cfg, uint32_t nctx, Reader* r, State* s) {
         (!vram && e.target > SVMDEV_PTE_ADDR_MASK))
       return false;
   }
-  if (!r->Get(&s->next_fault_id) || s->next_fault_id == 0) return false;
-  if (!GetList<Stalled>(r, kMaxStalled, &s->stalled)) return false;
-  for (const Stalled& x : s->stalled) {
-    if (x.ctx >= nctx || x.origin > kFromHost ||
+  if (s.next_fault_id == 0) return false;
+  for (size_t i = 0; i < s.stalled.size(); i++) {
+    const Stalled& x = s.stalled[i];
+    if (x.ctx >= nctx || x.origin > kFromHost || x.fault_id == 0 ||
         (!x.acc.probe && !svmdev_core::ValidAccess(x.acc)) || x.acc.va >= kVaLimit)
       return false;
+    for (size_t k = 0; k < i; k++)
+      if (s.stalled[k].fault_id == x.fault_id) return false;
   }
-  if (!GetList<Pending>(r, kMaxStalled + kMaxHeld + 2, &s->cpls)) return false;
-  if (!GetList<svmdev_fault>(r, kMaxStalled, &s->faults)) return false;
-  if (!GetList<Held>(r, kMaxHeld, &s->held)) return false;
-  for (const Held& h : s->held) {
+  // At most one queued record per stalled access, each naming its own.
+  for (size_t i = 0; i < s.faults.size(); i++) {
+    uint32_t id = s.faults[i].fault_id;
+    if (std::none_of(s.stalled.begin(), s.stalled.end(),
+                     [id](const Stalled& x) { return x.fault_id == id; }))
+      return false;
+    for (size_t k = 0; k < i; k++)
+      if (s.faults[k].fault_id == id) return false;
+  }
+  for (const Held& h : s.held) {
     if (h.ctx >= nctx || (h.len != 0 && h.len - 1 > UINT64_MAX - h.va)) return false;
   }
-  return r->Get(&s->inval_mode) && s->inval_mode <= SVMDEV_INVAL_EARLY_ACK &&
-         r->Get(&s->inval_count) && r->Get(&s->inval_commands) && r->Get(&s->dma_skip) &&
-         r->Get(&s->dma_fail) && r->Get(&s->event_mask) && r->Get(&s->event_count) &&
-         r->Done();
+  const CopyJob& j = s.copy;
+  uint64_t bad;
+  if (j.active > 1 ||
+      (j.active && (j.done >= j.len ||
+                    CheckCopy(cfg.vram_size, j.src, j.flags & SVMDEV_COPY_F_SRC_VRAM, j.dst,
+                              j.flags & SVMDEV_COPY_F_DST_VRAM, j.len, &bad) != SVMDEV_STATUS_OK)))
+    return false;
+  return s.inval_mode <= SVMDEV_INVAL_EARLY_ACK && (s.event_mask & ~kEventsAll) == 0;
+}
+
+// Lists at their longest: the size of the largest state.
+size_t StateMax(const svmdev_config& cfg) {
+  State s;
+  s.ctx.resize(cfg.num_contexts);
+  s.stalled.resize(kMaxStalled);
+  s.cpls.resize(kMaxCpls);
+  s.faults.resize(kMaxStalled);
+  s.held.resize(kMaxHeld);
+  return Serialize(cfg, s, nullptr);
 }
 
 }  // namespace
@@ -1278,6 +1447,8 @@ extern "C" svmdev_core* svmdev_core_new(const svmdev_config* cfg, const svmdev_h
   }
   core->cfg = *cfg;
   core->cfg.num_contexts = nctx;
+  if (cfg->slice_commands == 0) core->cfg.slice_commands = kSliceCommands;
+  if (cfg->slice_copy_bytes == 0) core->cfg.slice_copy_bytes = kSliceCopyBytes;
   core->ops = *ops;
   core->vram = static_cast<uint8_t*>(cfg->vram);
   if (core->vram == nullptr) {
@@ -1301,36 +1472,66 @@ extern "C" void svmdev_core_reset(svmdev_core* core) {
   core->ctl_in.clear();
 }
 
+// Guest-reachable entry points refuse a call made from inside the core: a
+// DMA or an MSI-X message the core sent that came back as a register access.
+class Entry {
+ public:
+  explicit Entry(svmdev_core* core) : core_(core), ok_(!core->busy) {
+    if (ok_) {
+      core->busy = true;
+    } else {
+      core->GuestError("svmdev: register access from the device's own DMA or interrupt refused");
+    }
+  }
+  ~Entry() {
+    if (ok_) core_->busy = false;
+  }
+  bool ok() const { return ok_; }
+
+ private:
+  svmdev_core* core_;
+  bool ok_;
+};
+
 extern "C" uint64_t svmdev_core_mmio_read(svmdev_core* core, uint64_t offset, unsigned size) {
+  Entry e(core);
+  if (!e.ok()) return size >= 8 ? ~0ull : (1ull << (8 * size)) - 1;
   return core->MmioRead(offset, size);
 }
 
 extern "C" void svmdev_core_mmio_write(svmdev_core* core, uint64_t offset, uint64_t value,
                                        unsigned size) {
-  core->MmioWrite(offset, value, size);
+  Entry e(core);
+  if (e.ok()) core->MmioWrite(offset, value, size);
+}
+
+extern "C" void svmdev_core_continue(svmdev_core* core) {
+  Entry e(core);
+  if (e.ok()) core->ProcessCommands();
 }
 
 extern "C" void svmdev_core_ctl_input(svmdev_core* core, const void* buf, size_t len) {
-  core->CtlInput(static_cast<const uint8_t*>(buf), len);
+  Entry e(core);
+  if (e.ok()) core->CtlInput(static_cast<const uint8_t*>(buf), len);
 }
+
+extern "C" void svmdev_core_ctl_reset(svmdev_core* core) { core->ctl_in.clear(); }
 
 extern "C" uint8_t* svmdev_core_vram(svmdev_core* core) { return core->vram; }
 
 extern "C" size_t svmdev_core_save(const svmdev_core* core, void* buf, size_t len) {
-  Writer count;
-  Serialize(core->cfg, core->st, &count);
-  if (buf != nullptr && len >= count.Size()) {
-    Writer w(static_cast<uint8_t*>(buf));
-    Serialize(core->cfg, core->st, &w);
-  }
-  return count.Size();
+  size_t n = Serialize(core->cfg, core->st, nullptr);
+  if (buf != nullptr && len >= n) Serialize(core->cfg, core->st, static_cast<uint8_t*>(buf));
+  return n;
 }
 
 extern "C" int svmdev_core_load(svmdev_core* core, const void* buf, size_t len) {
   Reader r(buf, len);
   State s;
-  if (!Deserialize(core->cfg, core->cfg.num_contexts, &r, &s)) return -1;
+  if (!Io(r, core->cfg, s) || !r.Done() || !Consistent(core->cfg, s)) return -1;
   core->st = std::move(s);
   core->ctl_in.clear();
   return 0;
 }
+
+extern "C" size_t svmdev_core_state_max(const svmdev_core* core) { return StateMax(core->cfg); }

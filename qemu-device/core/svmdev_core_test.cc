@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -764,6 +765,252 @@ TEST_F(RestartTest, FailedEnableKeepsTheWork) {
   Restart();
   // A successful enable then drops the stalled access: the state shrinks.
   EXPECT_LT(svmdev_core_save(tb_.core(), nullptr, 0), n);
+}
+
+// ---- bounded work and memory ----
+
+// A guest that never reads the fault ring, and cancels or replays each stall:
+// records must not pile up inside the device.
+TEST_F(CoreTest, FaultRecordsStayBoundedWhenTheRingIsNeverRead) {
+  SetupCtx(0);
+  for (unsigned i = 0; i < 600; i++) {
+    svmdev_cmd acc = Testbed::AccessCmd(0, 0x1000, SVMDEV_ACC_READ, 8);
+    tb_.Push(acc);
+    uint8_t op = i % 2 ? SVMDEV_OP_FAULT_CANCEL : SVMDEV_OP_FAULT_REPLAY;  // replay misses again
+    tb_.Push(Testbed::Cmd(op, 0, 0, 0, 0, SVMDEV_FLT_F_ALL));
+    tb_.Doorbell();
+    tb_.DrainCompletions();
+  }
+  size_t n = svmdev_core_save(tb_.core(), nullptr, 0);
+  EXPECT_LE(n, svmdev_core_state_max(tb_.core()));
+  std::vector<uint8_t> blob(n);
+  svmdev_core_save(tb_.core(), blob.data(), n);
+  EXPECT_EQ(svmdev_core_load(tb_.core(), blob.data(), n), 0);
+  // Every access is cancelled: the records that never reached the ring left
+  // with them, and the ring holds the first 63.
+  EXPECT_EQ(tb_.Read32(SVMDEV_REG_STATUS) & SVMDEV_STS_FLTQ_FULL, 0u);
+  EXPECT_EQ(tb_.DrainFaults().size(), Testbed::kEntries - 1);
+  EXPECT_TRUE(tb_.DrainFaults().empty());
+}
+
+// Every list at its longest still fits the bound a snapshot load checks.
+TEST_F(CoreTest, StateMaxBoundsTheLargestSave) {
+  SetupCtx(0);
+  for (unsigned i = 0; i < 256; i++) {
+    tb_.Push(Testbed::AccessCmd(0, (i + 1) * 4096ull, SVMDEV_ACC_READ, 8));
+    if (i % 32 == 31) tb_.Doorbell();
+  }
+  svmdev_ctl_inval_mode mode{SVMDEV_INVAL_DELAY, 64, 0, 0};
+  tb_.CtlSend(SVMDEV_CTL_INVAL_MODE, 1, &mode, sizeof(mode));
+  for (unsigned i = 0; i < 64; i++) {
+    tb_.Push(Testbed::Cmd(SVMDEV_OP_INVALIDATE, 0, 0, 0, 0, SVMDEV_INV_F_ALL));
+    if (i % 32 == 31) tb_.Doorbell();
+  }
+  ASSERT_TRUE(tb_.Read32(SVMDEV_REG_STATUS) & SVMDEV_STS_FLTQ_FULL);
+  size_t n = svmdev_core_save(tb_.core(), nullptr, 0);
+  EXPECT_LE(n, svmdev_core_state_max(tb_.core()));
+  EXPECT_GT(n, svmdev_core_state_max(tb_.core()) / 2);
+}
+
+// An enabled testbed with the given slices (0: the defaults); by hand, the
+// test runs the deferred work itself.
+std::unique_ptr<Testbed> SlicedTestbed(uint32_t commands, uint32_t copy_bytes, bool by_hand,
+                                       uint64_t vram_size = 1 << 20) {
+  Testbed::Options opt;
+  opt.slice_commands = commands;
+  opt.slice_copy_bytes = copy_bytes;
+  opt.vram_size = vram_size;
+  auto tb = std::make_unique<Testbed>(opt);
+  EXPECT_TRUE(tb->Enable());
+  tb->auto_continue = !by_hand;
+  return tb;
+}
+
+TEST(CoreSlices, DoorbellDoesABoundedSliceAndTheRestContinues) {
+  auto tb = SlicedTestbed(8, 0, true);
+  for (unsigned i = 0; i < 30; i++) tb->Push(Testbed::Cmd(SVMDEV_OP_NOP));
+  tb->Doorbell();
+  EXPECT_EQ(tb->Read32(SVMDEV_REG_CMDQ_HEAD), 8u);
+  EXPECT_EQ(tb->Read32(SVMDEV_REG_CPLQ_TAIL), 8u);
+  EXPECT_TRUE(tb->scheduled());
+  EXPECT_EQ(tb->RunScheduled(), 3u);  // 8 + 8 + 6 more
+  EXPECT_EQ(tb->Read32(SVMDEV_REG_CMDQ_HEAD), 30u);
+  EXPECT_FALSE(tb->scheduled());
+  EXPECT_EQ(tb->DrainCompletions().size(), 30u);
+  // A few commands finish inside the doorbell write.
+  for (unsigned i = 0; i < 8; i++) tb->Push(Testbed::Cmd(SVMDEV_OP_NOP));
+  tb->Doorbell();
+  EXPECT_FALSE(tb->scheduled());
+  EXPECT_EQ(tb->DrainCompletions().size(), 8u);
+}
+
+TEST(CoreSlices, CopySpansSlicesAndCompletesOnce) {
+  auto tb = SlicedTestbed(0, 0, true, 16 << 20);
+  for (uint64_t i = 0; i < (16 << 20); i++) tb->vram()[i] = static_cast<uint8_t>(i * 13 >> 3);
+  std::vector<uint8_t> want(tb->vram(), tb->vram() + (16 << 20));
+  // 2 MiB (a huge page) completes within the doorbell write...
+  svmdev_cmd small = Testbed::Cmd(SVMDEV_OP_COPY, 0, 0, 8 << 20, 2 << 20, 6);
+  std::memmove(&want[8 << 20], &want[0], 2 << 20);
+  tb->Push(small);
+  tb->Doorbell();
+  EXPECT_FALSE(tb->scheduled());
+  EXPECT_EQ(tb->Read32(SVMDEV_REG_CPLQ_TAIL), 1u);
+  // ...9 MiB takes three slices of the default 4 MiB, and waits for them.
+  svmdev_cmd big = Testbed::Cmd(SVMDEV_OP_COPY, 0, 1 << 20, 6 << 20, 9 << 20, 6);
+  std::memmove(&want[6 << 20], &want[1 << 20], 9 << 20);
+  tb->Push(big);
+  tb->Push(Testbed::Cmd(SVMDEV_OP_NOP));
+  tb->Doorbell();
+  EXPECT_TRUE(tb->scheduled());
+  EXPECT_EQ(tb->Read32(SVMDEV_REG_CPLQ_TAIL), 1u);
+  EXPECT_EQ(tb->RunScheduled(), 2u);
+  auto c = tb->DrainCompletions();
+  ASSERT_EQ(c.size(), 3u);
+  EXPECT_EQ(c[1].seq, big.seq);
+  EXPECT_EQ(c[1].value, 9u << 20);
+  EXPECT_EQ(c[2].opcode, SVMDEV_OP_NOP);  // in order, after the copy
+  EXPECT_TRUE(std::equal(want.begin(), want.end(), tb->vram()));
+}
+
+// Overlapping VRAM ranges copy as memmove in either direction, whatever the slicing.
+TEST(CoreSlices, OverlappingCopyInSmallSlicesIsAMemmove) {
+  auto tb = SlicedTestbed(0, 4096, false);
+  for (uint64_t i = 0; i < tb->vram_size(); i++) tb->vram()[i] = static_cast<uint8_t>(i * 7 + 1);
+  std::vector<uint8_t> want(tb->vram(), tb->vram() + tb->vram_size());
+  for (auto [src, dst] : {std::pair{0x1000ull, 0x3801ull}, std::pair{0x9000ull, 0x7fffull}}) {
+    std::memmove(&want[dst], &want[src], 50000);
+    auto c = tb->Submit(Testbed::Cmd(SVMDEV_OP_COPY, 0, src, dst, 50000, 6));
+    ASSERT_EQ(c.size(), 1u);
+    EXPECT_EQ(c[0].status, SVMDEV_STATUS_OK);
+  }
+  EXPECT_TRUE(std::equal(want.begin(), want.end(), tb->vram()));
+  // System memory to system memory and VRAM to system memory, sliced too.
+  for (unsigned i = 0; i < 20000; i++) tb->mem[Testbed::kData + i] = static_cast<uint8_t>(i % 253);
+  const uint64_t data = Testbed::kData;
+  auto c = tb->Submit(Testbed::Cmd(SVMDEV_OP_COPY, 0, data, data + 0x8000, 20000));
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].status, SVMDEV_STATUS_OK);
+  EXPECT_EQ(std::memcmp(&tb->mem[data], &tb->mem[data + 0x8000], 20000), 0);
+  c = tb->Submit(
+      Testbed::Cmd(SVMDEV_OP_COPY, 0, 0x100, data + 0x10000, 10000, SVMDEV_COPY_F_SRC_VRAM));
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].status, SVMDEV_STATUS_OK);
+  EXPECT_EQ(std::memcmp(tb->vram() + 0x100, &tb->mem[data + 0x10000], 10000), 0);
+}
+
+TEST(CoreSlices, CopyInProgressSurvivesASnapshotAndDiesWithARestart) {
+  auto tb = SlicedTestbed(0, 4096, true);
+  std::memset(tb->vram(), 0xab, 0x8000);
+  svmdev_cmd copy = Testbed::Cmd(SVMDEV_OP_COPY, 0, 0, 0x10000, 0x8000, 6);
+  tb->Push(copy);
+  tb->Doorbell();
+  ASSERT_TRUE(tb->scheduled());
+  size_t n = svmdev_core_save(tb->core(), nullptr, 0);
+  std::vector<uint8_t> blob(n);
+  svmdev_core_save(tb->core(), blob.data(), n);
+  // A restart drops it: no completion, the rest never copied.
+  tb->Write32(SVMDEV_REG_CONTROL, 0);
+  ASSERT_TRUE(tb->Enable());
+  tb->RunScheduled();
+  EXPECT_TRUE(tb->DrainCompletions().empty());
+  EXPECT_EQ(std::count(tb->vram() + 0x10000, tb->vram() + 0x18000, 0xab), 4096);
+  // The snapshot taken mid-copy finishes it.
+  ASSERT_EQ(svmdev_core_load(tb->core(), blob.data(), n), 0);
+  svmdev_core_continue(tb->core());
+  EXPECT_GT(tb->RunScheduled(), 0u);
+  auto c = tb->DrainCompletions();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].seq, copy.seq);
+  EXPECT_EQ(c[0].value, 0x8000u);
+  EXPECT_EQ(std::count(tb->vram() + 0x10000, tb->vram() + 0x18000, 0xab), 0x8000);
+}
+
+// A DMA aimed back at the device's own registers must not run the core inside itself.
+TEST_F(CoreTest, RegisterAccessFromTheDevicesOwnDmaIsRefused) {
+  uint64_t reads = 0;
+  tb_.on_dma_write = [&](uint64_t, uint64_t) {
+    svmdev_core_mmio_write(tb_.core(), SVMDEV_REG_CONTROL, SVMDEV_CTRL_RESET, 4);
+    reads += svmdev_core_mmio_read(tb_.core(), SVMDEV_REG_ID, 4) == SVMDEV_ID_MAGIC;
+  };
+  for (int i = 0; i < 3; i++) tb_.Push(Testbed::Cmd(SVMDEV_OP_NOP));
+  tb_.Doorbell();
+  tb_.on_dma_write = nullptr;
+  EXPECT_EQ(tb_.Read32(SVMDEV_REG_STATUS), SVMDEV_STS_ENABLED);
+  EXPECT_EQ(tb_.DrainCompletions().size(), 3u);
+  EXPECT_EQ(reads, 0u);
+  EXPECT_EQ(tb_.errors.size(), 6u);
+}
+
+// ---- smaller gaps ----
+
+TEST_F(CoreTest, AccessBufferThatWrapsIsRefused) {
+  uint64_t root = SetupCtx(0);
+  tb_.Map(root, 0x1000, Testbed::kData, kRW);
+  svmdev_cmd c = Testbed::AccessCmd(0, 0x1000, SVMDEV_ACC_READ, 256);
+  c.flags = SVMDEV_ACC_F_BUF;
+  c.arg[4] = UINT64_MAX - 100;
+  EXPECT_EQ(One(c).status, SVMDEV_STATUS_BAD_ARG);
+  c.arg[4] = UINT64_MAX - 256;  // the highest buffer that does not wrap: no memory there
+  EXPECT_EQ(One(c).status, SVMDEV_STATUS_DMA_ERROR);
+}
+
+TEST_F(CoreTest, ControlChannelReservedFieldsMustBeZero) {
+  SetupCtx(0);
+  svmdev_ctl_access a{};
+  a.kind = SVMDEV_ACC_READ;
+  a.size = 8;
+  a.rsvd[2] = 1;
+  svmdev_ctl_storm st{};
+  st.count = 1;
+  st.rsvd[0] = 1;
+  svmdev_ctl_inval_mode mode{SVMDEV_INVAL_NORMAL, 0, 0, 1};
+  uint32_t mask = 1u << 5;
+  tb_.CtlSend(SVMDEV_CTL_ACCESS, 1, &a, sizeof(a));
+  tb_.CtlSend(SVMDEV_CTL_FAULT_STORM, 2, &st, sizeof(st));
+  tb_.CtlSend(SVMDEV_CTL_INVAL_MODE, 3, &mode, sizeof(mode));
+  tb_.CtlSend(SVMDEV_CTL_EVENTS, 4, &mask, sizeof(mask));
+  auto m = tb_.CtlReceive();
+  ASSERT_EQ(m.size(), 4u);
+  for (uint32_t i = 0; i < 4; i++) {
+    EXPECT_EQ(m[i].hdr.tag, i + 1);
+    EXPECT_EQ(Payload<svmdev_ctl_result>(m[i]).status, SVMDEV_STATUS_BAD_ARG) << i;
+  }
+  EXPECT_EQ(tb_.Read64(SVMDEV_REG_COUNTER(SVMDEV_CNT_FAULTS)), 0u);
+}
+
+TEST_F(CoreTest, PartialControlMessageDoesNotSurviveAReconnect) {
+  svmdev_ctl_hdr h{SVMDEV_CTL_MAGIC, SVMDEV_CTL_ACCESS, sizeof(svmdev_ctl_access), 1};
+  svmdev_core_ctl_input(tb_.core(), &h, sizeof(h));
+  svmdev_core_ctl_input(tb_.core(), "\0\0\0", 3);
+  svmdev_core_ctl_reset(tb_.core());
+  tb_.CtlSend(SVMDEV_CTL_PING, 2, nullptr, 0);
+  auto m = tb_.CtlReceive();
+  ASSERT_EQ(m.size(), 1u);
+  EXPECT_EQ(m[0].hdr.type, SVMDEV_CTL_PING | SVMDEV_CTL_REPLY);
+  EXPECT_EQ(m[0].hdr.tag, 2u);
+}
+
+// Snapshots hold fields, not structs: no padding (uninitialised host memory) in them.
+TEST(CoreSnapshot, RecordsAreSavedWithoutPadding) {
+  auto size = [](uint32_t contexts) {
+    Testbed::Options opt;
+    opt.contexts = contexts;
+    Testbed tb(opt);
+    return svmdev_core_save(tb.core(), nullptr, 0);
+  };
+  EXPECT_EQ(size(5) - size(4), 8u + 1u);  // root, live
+  Testbed tb;
+  ASSERT_TRUE(tb.Enable());
+  tb.Submit(Testbed::Cmd(SVMDEV_OP_CTX_SETUP, 0, tb.NewTable()));
+  tb.Write32(SVMDEV_REG_CONTROL, 0);  // the fault record stays queued
+  size_t before = svmdev_core_save(tb.core(), nullptr, 0);
+  svmdev_ctl_access a{};
+  a.va = 0x1000;
+  a.kind = SVMDEV_ACC_READ;
+  a.size = 8;
+  tb.CtlSend(SVMDEV_CTL_ACCESS, 1, &a, sizeof(a));
+  // A stalled access (8+4+4+2+1+1, its access 4*8+2+1+1+1+1) and its record (32).
+  EXPECT_EQ(svmdev_core_save(tb.core(), nullptr, 0) - before, 20u + 38u + 32u);
 }
 
 // ---- snapshots ----

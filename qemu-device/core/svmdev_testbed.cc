@@ -32,6 +32,8 @@ void Testbed::Recreate() {
   ctl_out_.clear();
   pt_next_ = kPtPool;
   tail_valid_ = false;
+  scheduled_ = false;
+  auto_continue = true;
   next_seq_ = 0;
   NewCore();
 }
@@ -41,6 +43,8 @@ void Testbed::NewCore() {
   cfg.vram_size = opt_.vram_size;
   cfg.num_contexts = opt_.contexts;
   cfg.flags = SVMDEV_CORE_DETERMINISTIC;
+  cfg.slice_commands = opt_.slice_commands;
+  cfg.slice_copy_bytes = opt_.slice_copy_bytes;
   if (opt_.host_vram) cfg.vram = host_vram_.data();
   svmdev_host_ops ops{};
   ops.opaque = this;
@@ -55,6 +59,7 @@ void Testbed::NewCore() {
     const auto* p = static_cast<const uint8_t*>(buf);
     tb->ctl_out_.insert(tb->ctl_out_.end(), p, p + len);
   };
+  ops.schedule = [](void* o) { static_cast<Testbed*>(o)->scheduled_ = true; };
   char err[256] = "";
   core_ = svmdev_core_new(&cfg, &ops, err, sizeof(err));
   if (core_ == nullptr) throw std::runtime_error(err);
@@ -88,6 +93,7 @@ int Testbed::DmaWrite(void* opaque, uint64_t addr, const void* buf, uint64_t len
   std::memcpy(&tb->mem[addr], buf, len);
   tb->Touch(addr, len);
   tb->dma_writes++;
+  if (tb->on_dma_write) tb->on_dma_write(addr, len);
   return 0;
 }
 
@@ -135,7 +141,18 @@ std::vector<svmdev_cpl> Testbed::Submit(const svmdev_cmd& cmd) {
   return DrainCompletions();
 }
 
+unsigned Testbed::RunScheduled() {
+  unsigned slices = 0;
+  while (scheduled_) {
+    scheduled_ = false;
+    svmdev_core_continue(core_);
+    slices++;
+  }
+  return slices;
+}
+
 std::vector<svmdev_cpl> Testbed::DrainCompletions() {
+  if (auto_continue) RunScheduled();
   std::vector<svmdev_cpl> out;
   uint32_t entries = Read32(SVMDEV_REG_CPLQ_ENTRIES);
   uint64_t base = Read64(SVMDEV_REG_CPLQ_BASE);
@@ -153,12 +170,14 @@ std::vector<svmdev_cpl> Testbed::DrainCompletions() {
       head = (head + 1) % entries;
     }
     Write32(SVMDEV_REG_CPLQ_HEAD, head);
+    if (auto_continue) RunScheduled();
     if (!(Read32(SVMDEV_REG_STATUS) & SVMDEV_STS_ENABLED)) break;
   }
   return out;
 }
 
 std::vector<svmdev_fault> Testbed::DrainFaults() {
+  if (auto_continue) RunScheduled();
   std::vector<svmdev_fault> out;
   uint32_t entries = Read32(SVMDEV_REG_FLTQ_ENTRIES);
   uint64_t base = Read64(SVMDEV_REG_FLTQ_BASE);
@@ -175,6 +194,7 @@ std::vector<svmdev_fault> Testbed::DrainFaults() {
       head = (head + 1) % entries;
     }
     Write32(SVMDEV_REG_FLTQ_HEAD, head);
+    if (auto_continue) RunScheduled();
     if (!(Read32(SVMDEV_REG_STATUS) & SVMDEV_STS_ENABLED)) break;
   }
   return out;

@@ -46,6 +46,10 @@ class Testbed {
     uint32_t contexts = 4;
     bool host_vram = true;  // the testbed owns VRAM, as QEMU does
     uint64_t data_base = kData;  // page tables come from [kPtPool, data_base)
+    // Work per slice (0: the core's defaults); the testbed's schedule
+    // callback records that more is left.
+    uint32_t slice_commands = 0;
+    uint32_t slice_copy_bytes = 0;
   };
 
   explicit Testbed(const Options& opt);
@@ -77,6 +81,12 @@ class Testbed {
   std::vector<svmdev_cpl> Submit(const svmdev_cmd& cmd);
   std::vector<svmdev_cpl> DrainCompletions();
   std::vector<svmdev_fault> DrainFaults();
+  // Runs the work the core deferred, as a host's bottom half would, until none
+  // is left; returns how many slices that took. The drains call it first
+  // unless auto_continue is off.
+  unsigned RunScheduled();
+  bool scheduled() const { return scheduled_; }
+  bool auto_continue = true;
 
   static svmdev_cmd Cmd(uint8_t op, uint16_t ctx = 0, uint64_t a0 = 0, uint64_t a1 = 0,
                         uint64_t a2 = 0, uint8_t flags = 0);
@@ -108,6 +118,8 @@ class Testbed {
   uint64_t dma_writes = 0;
   // Called before each DMA read: lets the fuzzer supply memory on demand.
   std::function<void(uint64_t addr, uint64_t len)> on_dma_read;
+  // Called after each DMA write that landed.
+  std::function<void(uint64_t addr, uint64_t len)> on_dma_write;
 
  private:
   static int DmaRead(void* opaque, uint64_t addr, void* buf, uint64_t len);
@@ -126,6 +138,7 @@ class Testbed {
   uint64_t pt_next_ = kPtPool;
   uint32_t tail_ = 0;  // command ring tail pushed but not yet rung
   bool tail_valid_ = false;
+  bool scheduled_ = false;  // the core asked for svmdev_core_continue
   // Sequence numbers of Cmd; Recreate restarts them so that a fuzz input
   // replays the same way in any process.
   static uint64_t next_seq_;

@@ -2,7 +2,8 @@
  * The C ABI of the svmdev core: what a host (the QEMU glue, the unit tests,
  * the in-process fuzzers) calls, and the callbacks it supplies. The core knows
  * nothing of QEMU; it is single-threaded and calls back only from inside
- * these functions.
+ * these functions. A register access that arrives while the core is inside
+ * one of them (a DMA or an interrupt aimed back at the device) is refused.
  */
 #ifndef SVMDEV_CORE_H
 #define SVMDEV_CORE_H
@@ -30,6 +31,13 @@ typedef struct svmdev_host_ops {
 	void (*ctl_send)(void *opaque, const void *buf, size_t len);
 	/* Optional: host clock for event stamps outside deterministic mode. */
 	uint64_t (*now_ns)(void *opaque);
+        /*
+         * Optional: the core did one slice of work and more is left; call
+         * svmdev_core_continue() soon, outside the current call (a bottom
+         * half). Without it the core does all the work in the call that
+         * started it, however long that takes.
+         */
+        void (*schedule)(void *opaque);
 } svmdev_host_ops;
 
 /* Event stamps count events instead of reading the host clock. */
@@ -42,6 +50,9 @@ typedef struct svmdev_config {
 	void *vram;
 	uint32_t num_contexts;	/* 1..4096; 0 means 16 */
 	uint32_t flags;		/* SVMDEV_CORE_* */
+        /* Work of one slice (with a schedule callback); 0 means the default. */
+        uint32_t slice_commands;   /* commands consumed, default 256 */
+        uint32_t slice_copy_bytes; /* COPY bytes moved, default 4 MiB */
 } svmdev_config;
 
 /* Returns NULL and fills err when the configuration is unusable. */
@@ -56,8 +67,13 @@ uint64_t svmdev_core_mmio_read(svmdev_core *core, uint64_t offset, unsigned size
 void svmdev_core_mmio_write(svmdev_core *core, uint64_t offset, uint64_t value,
 			    unsigned size);
 
+/* Runs the next slice of work after the schedule callback asked for it. */
+void svmdev_core_continue(svmdev_core *core);
+
 /* Bytes received on the host control channel, in any chunking. */
 void svmdev_core_ctl_input(svmdev_core *core, const void *buf, size_t len);
+/* The channel was connected or closed: a partial message is dropped. */
+void svmdev_core_ctl_reset(svmdev_core *core);
 
 /* The VRAM the core uses (the host's when it gave one). */
 uint8_t *svmdev_core_vram(svmdev_core *core);
@@ -69,6 +85,8 @@ uint8_t *svmdev_core_vram(svmdev_core *core);
  */
 size_t svmdev_core_save(const svmdev_core *core, void *buf, size_t len);
 int svmdev_core_load(svmdev_core *core, const void *buf, size_t len);
+/* The largest blob save can produce with this configuration. */
+size_t svmdev_core_state_max(const svmdev_core *core);
 
 #ifdef __cplusplus
 }
