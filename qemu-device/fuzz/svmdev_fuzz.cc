@@ -7,7 +7,11 @@
 // invalidate, copy, replay) whose results a shadow model checks: translations
 // and permissions against the reference MMU plus every translation the TLB may
 // still hold, data against guest memory and VRAM. Guest memory the device
-// reads before anyone wrote it is filled from the input on demand.
+// reads before anyone wrote it is filled from the input on demand. Op bytes
+// from 224 up select the robustness steps: snapshot blobs made or cut from
+// the input, fault-record churn with the fault ring never read, large copies,
+// ring restarts and deferred work. Every control-channel reply is checked
+// for its framing, and the device state for its bound.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -38,6 +42,14 @@ constexpr uint64_t kMemSize = 0x60000;
 constexpr uint64_t kVramSize = 0x10000;
 constexpr uint32_t kContexts = 4;
 constexpr uint64_t kAllPerms = SVMDEV_PTE_READ | SVMDEV_PTE_WRITE | SVMDEV_PTE_ATOMIC;
+// Small slices, so that continued work happens with these small memories.
+constexpr uint32_t kSliceCommands = 4;
+constexpr uint32_t kSliceCopyBytes = 16 << 10;
+// Never mapped by the structured steps (PickVa stays below 2^41).
+constexpr uint64_t kUnmappedVa = 1ull << 46;
+constexpr uint32_t kEventsAll = SVMDEV_EVT_FAULT | SVMDEV_EVT_INVALIDATE | SVMDEV_EVT_STALE |
+                                SVMDEV_EVT_ERROR | SVMDEV_EVT_ACCESS_DONE;
+constexpr size_t kStateHeader = 4 + 8 + 4;  // magic, VRAM size, contexts
 
 class Input {
  public:
@@ -74,8 +86,8 @@ struct Cached {
 // cost more than most inputs.
 struct Scratch {
   uint8_t vram_before[kVramSize];
-  uint8_t data[0x10000];  // the largest copy step
-  std::vector<uint8_t> saved, resaved;  // device state blobs
+  uint8_t data[kMemSize];                     // the largest copy that can succeed
+  std::vector<uint8_t> saved, resaved, made;  // device state blobs
 };
 
 class Fuzz {
@@ -102,6 +114,8 @@ class Fuzz {
     o.vram_size = kVramSize;
     o.contexts = kContexts;
     o.data_base = kDataBase;
+    o.slice_commands = kSliceCommands;
+    o.slice_copy_bytes = kSliceCopyBytes;
     return o;
   }
 
@@ -130,6 +144,7 @@ class Fuzz {
   uint16_t PickCtx() { return static_cast<uint16_t>(in_->U8() % (kContexts + 1)); }
 
   void Step(uint8_t op) {
+    if (op >= 224) return Robustness(op - 224);
     switch (op % 16) {
       case 0: {  // raw register write
         uint16_t off = in_->U16() & 0xfff;
@@ -202,16 +217,9 @@ class Fuzz {
                              (b & 1) ? SVMDEV_INV_F_ALL : 0));
         break;
       }
-      case 8: {  // copy
-        uint8_t f = in_->U8() & 6;
-        uint64_t src = in_->U32(), dst = in_->U32(), len = in_->U16() + 1u;
-        if (!(f & SVMDEV_COPY_F_SRC_VRAM)) src = kDataBase + src % (kMemSize - kDataBase);
-        if (!(f & SVMDEV_COPY_F_DST_VRAM)) dst = kDataBase + dst % (kMemSize - kDataBase);
-        if (f & SVMDEV_COPY_F_SRC_VRAM) src %= kVramSize + 0x1000;
-        if (f & SVMDEV_COPY_F_DST_VRAM) dst %= kVramSize + 0x1000;
-        Copy(Testbed::Cmd(SVMDEV_OP_COPY, 0, src, dst, len, f));
+      case 8:
+        CopyStep(false);
         break;
-      }
       case 9: {  // replay or cancel a fault
         uint16_t ctx = PickCtx();
         uint8_t b = in_->U8();
@@ -232,7 +240,9 @@ class Fuzz {
         uint8_t buf[64];
         in_->Bytes(buf, n);
         lost_ = true;
+        ctl_raw_ = true;
         svmdev_core_ctl_input(tb_.core(), buf, n);
+        CheckCtl(0, 0);
         break;
       }
       case 12:
@@ -260,19 +270,36 @@ class Fuzz {
     }
   }
 
+  // A copy of up to 64 KiB, or (large) up to twice the largest COPY.
+  void CopyStep(bool large) {
+    uint8_t f = in_->U8() & 6;
+    uint64_t src = in_->U32(), dst = in_->U32(), len = in_->U16() + 1u;
+    if (large) len <<= in_->U8() % 12;
+    if (!(f & SVMDEV_COPY_F_SRC_VRAM)) src = kDataBase + src % (kMemSize - kDataBase);
+    if (!(f & SVMDEV_COPY_F_DST_VRAM)) dst = kDataBase + dst % (kMemSize - kDataBase);
+    if (f & SVMDEV_COPY_F_SRC_VRAM) src %= kVramSize + 0x1000;
+    if (f & SVMDEV_COPY_F_DST_VRAM) dst %= kVramSize + 0x1000;
+    Copy(Testbed::Cmd(SVMDEV_OP_COPY, 0, src, dst, len, f));
+  }
+
   void HostAction() {
+    // Raw bytes may have left half a message: start the structured ones afresh.
+    if (ctl_raw_) svmdev_core_ctl_reset(tb_.core());
+    ctl_raw_ = false;
     uint8_t b = in_->U8();
     switch (b % 4) {
       case 0: {
         svmdev_ctl_inval_mode m{in_->U8() % 4u, in_->U8() % 4u, in_->U8() % 4u, 0};
         if (m.mode != SVMDEV_INVAL_NORMAL && m.count) inval_games_ = true;
         tb_.CtlSend(SVMDEV_CTL_INVAL_MODE, 1, &m, sizeof(m));
+        CHECK(CheckCtl(1, SVMDEV_CTL_INVAL_MODE) == SVMDEV_STATUS_OK);
         break;
       }
       case 1: {
         svmdev_ctl_fail_dma f{in_->U8() % 8u, in_->U8() % 4u};
         if (f.count) dma_faults_ = true;
         tb_.CtlSend(SVMDEV_CTL_FAIL_DMA, 2, &f, sizeof(f));
+        CHECK(CheckCtl(2, SVMDEV_CTL_FAIL_DMA) == SVMDEV_STATUS_OK);
         break;
       }
       case 2: {
@@ -284,16 +311,147 @@ class Fuzz {
         s.kind = in_->U8() % 3;
         lost_ = true;  // probes may fill the TLB with translations the model does not see
         tb_.CtlSend(SVMDEV_CTL_FAULT_STORM, 3, &s, sizeof(s));
+        uint32_t status = CheckCtl(3, SVMDEV_CTL_FAULT_STORM);
+        CHECK(status == SVMDEV_STATUS_OK || status == SVMDEV_STATUS_BAD_CTX ||
+              status == SVMDEV_STATUS_CTX_DISABLED);
         break;
       }
       default: {
         uint8_t types[] = {SVMDEV_CTL_PING, SVMDEV_CTL_COUNTERS, SVMDEV_CTL_TLB,
                            SVMDEV_CTL_RELEASE};
-        tb_.CtlSend(types[in_->U8() % 4], 4, nullptr, 0);
+        uint8_t type = types[in_->U8() % 4];
+        tb_.CtlSend(type, 4, nullptr, 0);
+        CheckCtl(4, type);
         break;
       }
     }
-    tb_.CtlReceive();
+    Collect();
+  }
+
+  // Checks the framing of everything the device sent since the last call. With
+  // a tag, exactly one reply to that request of that type must be among it;
+  // returns the status of a result reply (OK for the others).
+  uint32_t CheckCtl(uint32_t tag, uint8_t type) {
+    unsigned replies = 0;
+    uint32_t status = SVMDEV_STATUS_OK;
+    for (const CtlMessage& m : tb_.CtlReceive()) {
+      CHECK(m.hdr.magic == SVMDEV_CTL_MAGIC && m.hdr.len == m.payload.size());
+      if (m.hdr.type == SVMDEV_CTL_EVENT) {
+        svmdev_ctl_event e;
+        CHECK(m.hdr.len == sizeof(e) && m.hdr.tag == 0);
+        std::memcpy(&e, m.payload.data(), sizeof(e));
+        CHECK((e.kind & kEventsAll) == e.kind && (e.kind & (e.kind - 1)) == 0 && e.kind != 0);
+        continue;
+      }
+      uint8_t req = m.hdr.type & ~SVMDEV_CTL_REPLY;
+      CHECK(
+          m.hdr.type == SVMDEV_CTL_ERROR ||
+          ((m.hdr.type & SVMDEV_CTL_REPLY) && req >= SVMDEV_CTL_PING && req <= SVMDEV_CTL_RELEASE));
+      size_t want = sizeof(svmdev_ctl_result);
+      if (m.hdr.type == (SVMDEV_CTL_PING | SVMDEV_CTL_REPLY)) want = 8;
+      if (m.hdr.type == (SVMDEV_CTL_COUNTERS | SVMDEV_CTL_REPLY)) want = 8 * SVMDEV_NUM_COUNTERS;
+      if (m.hdr.type == (SVMDEV_CTL_TLB | SVMDEV_CTL_REPLY)) {
+        uint32_t n = 0;
+        CHECK(m.hdr.len >= 4);
+        std::memcpy(&n, m.payload.data(), 4);
+        CHECK(n <= 64);
+        want = 4 + n * sizeof(svmdev_ctl_tlb_entry);
+      }
+      CHECK(m.hdr.len == want);
+      if (tag == 0 || m.hdr.tag != tag) continue;
+      CHECK(m.hdr.type == (type | SVMDEV_CTL_REPLY));
+      replies++;
+      if (want == sizeof(svmdev_ctl_result)) {
+        svmdev_ctl_result r;
+        std::memcpy(&r, m.payload.data(), sizeof(r));
+        status = r.status;
+      }
+    }
+    if (tag != 0) CHECK(replies == 1);
+    return status;
+  }
+
+  // ---- robustness steps ----
+  void Robustness(uint8_t step) {
+    switch (step % 6) {
+      case 0:
+        LoadMadeBlob();
+        break;
+      case 1:
+        LoadTruncatedBlob();
+        break;
+      case 2:
+        FaultChurn();
+        break;
+      case 3:
+        CopyStep(true);
+        break;
+      case 4:  // ring restart: no translation and no stalled access survives it
+        tb_.Write32(SVMDEV_REG_CONTROL, 0);
+        CHECK(tb_.Enable());
+        Forget();
+        Collect();
+        break;
+      default:  // deferred work: leave it pending across other steps, or run it
+        if (in_->U8() & 1) {
+          tb_.auto_continue = !tb_.auto_continue;
+          lost_ = true;  // accesses complete out of the model's sight
+        } else {
+          svmdev_core_continue(tb_.core());
+          tb_.RunScheduled();
+        }
+        break;
+    }
+  }
+
+  size_t Save(std::vector<uint8_t>* blob) {
+    size_t n = svmdev_core_save(tb_.core(), nullptr, 0);
+    CHECK(n <= svmdev_core_state_max(tb_.core()));
+    blob->resize(n);
+    CHECK(svmdev_core_save(tb_.core(), blob->data(), n) == n);
+    return n;
+  }
+
+  // A blob the device took is a state it saves back byte for byte.
+  void Loaded(const std::vector<uint8_t>& blob) {
+    lost_ = true;
+    Forget();
+    Save(&scratch_->resaved);
+    CHECK(scratch_->resaved == blob);
+  }
+
+  // The real header (so the configuration matches), then input bytes.
+  void LoadMadeBlob() {
+    Save(&scratch_->saved);
+    std::vector<uint8_t>& b = scratch_->made;
+    size_t len = in_->U16() % (scratch_->saved.size() + 64);
+    b.assign(scratch_->saved.begin(),
+             scratch_->saved.begin() + static_cast<long>(std::min(len, kStateHeader)));
+    while (b.size() < len) b.push_back(in_->U8());
+    if (svmdev_core_load(tb_.core(), b.data(), b.size()) == 0) Loaded(b);
+  }
+
+  void LoadTruncatedBlob() {
+    size_t n = Save(&scratch_->saved);
+    size_t len = in_->U16() % n;
+    CHECK(svmdev_core_load(tb_.core(), scratch_->saved.data(), len) != 0);
+    Save(&scratch_->resaved);
+    CHECK(scratch_->resaved == scratch_->saved);  // a refused load changes nothing
+  }
+
+  // Stalls, then cancels or replays them, with the fault ring never read.
+  void FaultChurn() {
+    uint16_t ctx = PickCtx();
+    unsigned rounds = in_->U16() % 300;
+    for (unsigned i = 0; i < rounds; i++) {
+      uint8_t op = i % 2 ? SVMDEV_OP_FAULT_CANCEL : SVMDEV_OP_FAULT_REPLAY;
+      if (op == SVMDEV_OP_FAULT_REPLAY && ctx < kContexts) Replaying(ctx);
+      tb_.Push(Testbed::AccessCmd(ctx, kUnmappedVa + (i % 8) * 4096, SVMDEV_ACC_READ, 8));
+      tb_.Push(Testbed::Cmd(op, ctx, 0, 0, 0, SVMDEV_FLT_F_ALL));
+      tb_.Doorbell();
+      for (const svmdev_cpl& k : tb_.DrainCompletions()) Observe(k);
+    }
+    Save(&scratch_->saved);
     Collect();
   }
 
@@ -501,24 +659,15 @@ class Fuzz {
   }
 
   void Snapshot() {
-    size_t n = svmdev_core_save(tb_.core(), nullptr, 0);
     std::vector<uint8_t>& a = scratch_->saved;
-    std::vector<uint8_t>& b = scratch_->resaved;
-    a.resize(n);
-    b.resize(n);
-    CHECK(svmdev_core_save(tb_.core(), a.data(), n) == n);
+    size_t n = Save(&a);
     CHECK(svmdev_core_load(tb_.core(), a.data(), n) == 0);
-    CHECK(svmdev_core_save(tb_.core(), b.data(), n) == n);
-    CHECK(a == b);
+    Save(&scratch_->resaved);
+    CHECK(a == scratch_->resaved);
     // A damaged blob is refused or loads into something the device survives.
-    if (n > 0) {
-      size_t at = in_->U16() % n;
-      a[at] ^= static_cast<uint8_t>(in_->U8() | 1);
-      if (svmdev_core_load(tb_.core(), a.data(), n) == 0) {
-        lost_ = true;
-        Forget();
-      }
-    }
+    size_t at = in_->U16() % n;
+    a[at] ^= static_cast<uint8_t>(in_->U8() | 1);
+    if (svmdev_core_load(tb_.core(), a.data(), n) == 0) Loaded(a);
   }
 
   void Invariants() {
@@ -551,6 +700,7 @@ class Fuzz {
   bool lost_ = false;         // the model no longer knows what the device may use
   bool inval_games_ = false;  // invalidations held back: stale use is allowed
   bool dma_faults_ = false;   // injected DMA failures may turn up anywhere
+  bool ctl_raw_ = false;      // raw bytes went to the control channel
 };
 
 }  // namespace
