@@ -27,7 +27,9 @@ constexpr unsigned kTlbEntries = 64;
 constexpr unsigned kMaxStalled = 256;
 constexpr unsigned kMaxHeld = 64;  // invalidations held back by the host channel
 // Completions queued while the ring is full: one command's own, the accesses
-// a FAULT_REPLAY/CANCEL finished, and the held invalidations it released.
+// a FAULT_REPLAY/CANCEL finished, and the held invalidations it or a RELEASE
+// let go. Commands run only with none queued, so queued completions plus the
+// held ones still to come never exceed this.
 constexpr unsigned kMaxCpls = kMaxStalled + kMaxHeld + 2;
 // Work of one slice: what one register write or host message does at most.
 constexpr uint32_t kSliceCommands = 256;
@@ -1396,9 +1398,12 @@ bool Consistent(const svmdev_config& cfg, const State& s) {
     for (size_t k = 0; k < i; k++)
       if (s.faults[k].fault_id == id) return false;
   }
+  size_t acks_to_come = 0;
   for (const Held& h : s.held) {
     if (h.ctx >= nctx || (h.len != 0 && h.len - 1 > UINT64_MAX - h.va)) return false;
+    acks_to_come += !h.acked && !h.drop_ack;
   }
+  if (s.cpls.size() + acks_to_come > kMaxCpls) return false;
   const CopyJob& j = s.copy;
   uint64_t bad;
   if (j.active > 1 ||
