@@ -258,7 +258,7 @@ std::vector<std::string> Trouble(const Outcome& outcome, const std::string& cons
     out.push_back((report->kernel ? "kernel: " : "driver: ") + text);
   }
   if (!outcome.lost.empty()) {
-    static const char* const kinds[] = {"", "no output", "executor lost", "vm lost"};
+    static const char* const kinds[] = {"", "no output", "executor lost", "vm lost", "vm frozen"};
     out.push_back(std::string("guest lost (") + kinds[static_cast<int>(outcome.lost_kind)] +
                   "): " + outcome.lost.substr(0, outcome.lost.find('\n')));
   }

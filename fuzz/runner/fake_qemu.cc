@@ -12,7 +12,10 @@
 //   0xfe the kernel dies, 0xfd the guest hangs, 0xfc the executor goes away,
 //   0xfb the kernel warns, 0xfa the program asks for a dev_access,
 //   0xf9 a task of the program is stuck, 0xf8 the executor exits and the
-//   guest powers off, 0xf6 the result has a status no one knows.
+//   guest powers off, 0xf7 QEMU freezes (its monitor stops answering too),
+//   0xf6 the result has a status no one knows.
+// The monitor (QMP) answers qmp_capabilities and query-status ("running")
+// until QEMU freezes.
 // Any other program "runs": an op per byte (its opcode), coverage [length].
 #include <signal.h>
 #include <sys/socket.h>
@@ -20,6 +23,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -82,6 +86,32 @@ fake::Bytes Device(const svmdev_ctl_hdr& hdr, const fake::Bytes& payload, bool*)
   return fake::Reply(hdr);
 }
 
+std::atomic<bool> frozen{false};
+
+void ServeMonitor(const std::string& path) {
+  const int listener = Listen(path);
+  std::thread([listener] {
+    for (int fd; (fd = accept(listener, nullptr, nullptr)) >= 0;) {
+      if (frozen) continue;  // connected, never answered
+      const std::string greeting = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n";
+      WriteAll(fd, reinterpret_cast<const uint8_t*>(greeting.data()), greeting.size());
+      std::string got;
+      char buf[1024];
+      for (ssize_t n; !frozen && (n = read(fd, buf, sizeof(buf))) > 0;) {
+        got.append(buf, static_cast<size_t>(n));
+        for (size_t nl; (nl = got.find('\n')) != std::string::npos; got.erase(0, nl + 1)) {
+          const std::string reply =
+              got.substr(0, nl).find("query-status") != std::string::npos
+                  ? "{\"return\": {\"status\": \"running\", \"running\": true}}\r\n"
+                  : "{\"return\": {}}\r\n";
+          WriteAll(fd, reinterpret_cast<const uint8_t*>(reply.data()), reply.size());
+        }
+      }
+      close(fd);
+    }
+  }).detach();
+}
+
 void ServeControlChannels(const std::vector<std::string>& paths) {
   for (const std::string& path : paths) {
     const int listener = Listen(path);
@@ -125,11 +155,16 @@ int Main(int argc, char** argv) {
   const std::string mode = env ? env : "ok";
   std::string console_path, exec_path;
   std::vector<std::string> ctl_paths;
+  std::string qmp_path;
   for (int i = 1; i < argc; i++) {
     const std::string a = argv[i];
     if (a.rfind("file,id=con,", 0) == 0) console_path = Option(a, "path");
     if (a.rfind("socket,id=exec,", 0) == 0) exec_path = Option(a, "path");
     if (a.rfind("socket,id=ctl", 0) == 0) ctl_paths.push_back(Option(a, "path"));
+    if (a == "-qmp" && i + 1 < argc) {
+      const std::string unix_path = std::string(argv[i + 1]).substr(5);  // after "unix:"
+      qmp_path = unix_path.substr(0, unix_path.find(','));
+    }
   }
   std::ofstream console(console_path);
   Write(console, "svmdev 0000:00:03.0: svmdev interface 1.0");
@@ -138,6 +173,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "qemu: could not load kernel\n");
     return 1;
   }
+  if (!qmp_path.empty()) ServeMonitor(qmp_path);
   const int listener = Listen(exec_path);
   const int conn = accept(listener, nullptr, nullptr);
   ServeControlChannels(ctl_paths);
@@ -183,6 +219,9 @@ int Main(int argc, char** argv) {
           Write(console, "Kernel panic - not syncing: KASAN");
           return 0;
         case 0xfd:
+          SleepForever();
+        case 0xf7:
+          frozen = true;
           SleepForever();
         case 0xfc:
           close(conn);

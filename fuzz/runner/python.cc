@@ -293,7 +293,8 @@ void BindRunner(py::module_& m) {
       .value("NONE", Lost::kNone)
       .value("NO_OUTPUT", Lost::kNoOutput)
       .value("EXECUTOR_LOST", Lost::kExecutorLost)
-      .value("VM_LOST", Lost::kVmLost);
+      .value("VM_LOST", Lost::kVmLost)
+      .value("VM_FROZEN", Lost::kVmFrozen);
 
   py::class_<Outcome>(m, "Outcome")
       .def_readonly("id", &Outcome::id)

@@ -108,8 +108,16 @@ bool Runner::Run(const std::vector<uint8_t>& program, const std::vector<uint64_t
   } else {
     out->lost = FirstLine(why);
   }
-  if (!out->lost.empty() && out->lost_kind == Lost::kNone) {
-    out->lost_kind = vm_->Alive() ? Lost::kExecutorLost : Lost::kVmLost;
+  if (!out->lost.empty()) {
+    // Silence or a closed port from a QEMU that still lives: its monitor
+    // tells a frozen QEMU from an executor (or kernel) that went quiet.
+    const std::string frozen = vm_->Alive() ? vm_->Frozen(kMonitorTimeout) : "";
+    if (!frozen.empty()) {
+      out->lost = vm_->config().name + ": " + frozen + "; " + out->lost;
+      out->lost_kind = Lost::kVmFrozen;
+    } else if (out->lost_kind == Lost::kNone) {
+      out->lost_kind = vm_->Alive() ? Lost::kExecutorLost : Lost::kVmLost;
+    }
   }
   life->programs++;
   if (!out->lost.empty()) {

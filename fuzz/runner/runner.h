@@ -24,6 +24,8 @@
 
 namespace svmfuzz {
 
+// How long QEMU's monitor gets to answer when the guest went quiet.
+inline constexpr double kMonitorTimeout = 5.0;
 // A killed program may take this long to die before the executor gives up on
 // it (Supervisor::kKillGraceMs), and answering takes a little more.
 inline constexpr double kExecutorKillGrace = 5.0;
@@ -59,6 +61,7 @@ enum class Lost {
   kNoOutput,      // no answer in time
   kExecutorLost,  // the executor went away, QEMU did not
   kVmLost,        // QEMU exited
+  kVmFrozen,      // QEMU lives but does not run the guest (Vm::Frozen)
 };
 
 struct Outcome {

@@ -4,6 +4,7 @@
 #include "runner/runner.h"
 
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -22,6 +23,7 @@ namespace fs = std::filesystem;
 // The stand-in reads a program's first byte as an order.
 const std::vector<uint8_t> kKernelDies = {0xfe};
 const std::vector<uint8_t> kGuestHangs = {0xfd};
+const std::vector<uint8_t> kQemuFreezes = {0xf7};
 const std::vector<uint8_t> kExecutorLeaves = {0xfc};
 const std::vector<uint8_t> kKernelWarns = {0xfb, 1};
 const std::vector<uint8_t> kDeviceAccess = {0xfa};
@@ -261,6 +263,25 @@ TEST_F(StandInTest, AHungGuestIsKilledAndReplaced) {
   const Outcome ok = Run(&r, {2});
   ASSERT_TRUE(ok.result);
   EXPECT_EQ(ok.life->index, 1);
+}
+
+TEST_F(StandInTest, AFrozenQemuIsToldFromAQuietExecutor) {
+  Runner r(Config(), log_);
+  const Outcome frozen = Run(&r, kQemuFreezes);
+  EXPECT_FALSE(frozen.result);
+  EXPECT_EQ(frozen.lost_kind, Lost::kVmFrozen);
+  EXPECT_EQ(frozen.lost,
+            "vm0-life000: QEMU's monitor did not answer within 5 s; no result within 6 s");
+  EXPECT_EQ(Run(&r, {2}).life->index, 1);
+}
+
+TEST_F(StandInTest, AStoppedQemuIsFrozen) {
+  Runner r(Config(), log_);
+  Run(&r, {1});
+  ASSERT_EQ(kill(r.vm()->pid(), SIGSTOP), 0);
+  const Outcome stopped = Run(&r, {2});
+  EXPECT_EQ(stopped.lost_kind, Lost::kVmFrozen);
+  EXPECT_TRUE(Has(stopped.lost, "vm0-life000: QEMU is stopped (state T); ")) << stopped.lost;
 }
 
 TEST_F(StandInTest, ALostExecutorIsReplaced) {

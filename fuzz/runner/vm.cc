@@ -195,6 +195,55 @@ std::string Vm::Died(const std::string& what) {
          ConsoleTail(25);
 }
 
+std::string Vm::Frozen(double timeout) {
+  // "pid (comm) state ...": comm may hold spaces and parentheses.
+  const std::string stat = ReadFile("/proc/" + std::to_string(pid_) + "/stat");
+  const size_t close_paren = stat.rfind(')');
+  if (close_paren != std::string::npos && close_paren + 2 < stat.size()) {
+    const char state = stat[close_paren + 2];
+    if (state == 'T' || state == 't') return std::string("QEMU is stopped (state ") + state + ")";
+  }
+  const Clock::time_point deadline = After(timeout);
+  const int fd = ConnectUnix(qmp_socket().string());
+  if (fd < 0)
+    return "QEMU's monitor does not take a connection: " + std::string(std::strerror(errno));
+  std::string got;
+  // The next whole line of the monitor's that holds `what`; events are skipped.
+  const auto line_with = [&](const char* what, std::string* line) {
+    for (;;) {
+      for (size_t nl; (nl = got.find('\n')) != std::string::npos;) {
+        *line = got.substr(0, nl);
+        got.erase(0, nl + 1);
+        if (line->find(what) != std::string::npos) return true;
+      }
+      char buf[4096];
+      if (!WaitReadable(fd, deadline)) return false;
+      const ssize_t n = read(fd, buf, sizeof(buf));
+      if (n <= 0) return false;
+      got.append(buf, static_cast<size_t>(n));
+    }
+  };
+  const auto ask = [&](const std::string& command) {
+    const std::string text = "{\"execute\": \"" + command + "\"}\n";
+    return WriteAll(fd, reinterpret_cast<const uint8_t*>(text.data()), text.size());
+  };
+  std::string line;
+  const bool answered = line_with("\"QMP\"", &line) && ask("qmp_capabilities") &&
+                        line_with("\"return\"", &line) && ask("query-status") &&
+                        line_with("\"return\"", &line);
+  close(fd);
+  char seconds[32];
+  std::snprintf(seconds, sizeof(seconds), "%.0f", timeout);
+  if (!answered) return std::string("QEMU's monitor did not answer within ") + seconds + " s";
+  const size_t at = line.find("\"status\"");
+  const size_t open_quote = at == std::string::npos ? at : line.find('"', line.find(':', at));
+  const std::string status =
+      open_quote == std::string::npos
+          ? "unknown"
+          : line.substr(open_quote + 1, line.find('"', open_quote + 1) - open_quote - 1);
+  return status == "running" ? "" : "QEMU says the VM is not running (status " + status + ")";
+}
+
 ExecutorLink* Vm::Link(Clock::time_point deadline, std::string* error) {
   while (!link_) {
     if (!Alive()) {

@@ -74,6 +74,12 @@ class Vm {
   // same one on every call: the channel takes one client at a time.
   std::shared_ptr<DevCtl> ControlChannel(int index, double timeout, std::string* error);
 
+  // Why QEMU, alive, does not run the guest: it is stopped (SIGSTOP, a
+  // debugger), its monitor (QMP) does not answer within `timeout` seconds,
+  // or says the VM is not running. Empty when the monitor says "running":
+  // then whatever went quiet is inside the guest.
+  std::string Frozen(double timeout);
+
   // What to tell of a guest that went away `what` ("and closed the executor
   // port"): QEMU's exit status, what it wrote on stderr and the console's tail.
   std::string Died(const std::string& what);

@@ -67,7 +67,8 @@ class Runner:
         self._native = native.Runner(cfg, log)
         self._lost_kinds = {native.Lost.NONE: "", native.Lost.NO_OUTPUT: console.NO_OUTPUT,
                             native.Lost.EXECUTOR_LOST: console.EXECUTOR_LOST,
-                            native.Lost.VM_LOST: console.VM_LOST}
+                            native.Lost.VM_LOST: console.VM_LOST,
+                            native.Lost.VM_FROZEN: console.VM_FROZEN}
 
     def __enter__(self) -> "Runner":
         return self

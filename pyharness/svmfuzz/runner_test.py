@@ -18,6 +18,7 @@ DEVICE_ACCESS = b"\xfa"
 TASK_STUCK = b"\xf9"
 EXECUTOR_EXITS = b"\xf8"
 UNKNOWN_STATUS = b"\xf6"
+QEMU_FREEZES = b"\xf7"
 
 
 @pytest.fixture
@@ -101,12 +102,17 @@ def test_hung_guest_is_killed_and_replaced(cfg):
     assert ok.result.status == protocol.Status.OK and ok.life.index == 1
 
 
-def test_lost_executor_is_replaced(cfg):
+# A frozen QEMU is not blamed on the executor: its monitor tells them apart.
+@pytest.mark.parametrize("program, lost, title", [
+    (EXECUTOR_LEAVES, "closed the executor port", "executor lost"),
+    (QEMU_FREEZES, "QEMU's monitor did not answer", "QEMU not responding"),
+])
+def test_lost_executor_or_frozen_qemu_is_replaced(cfg, program, lost, title):
     with runner.Runner(cfg) as r:
-        lost = r.run(EXECUTOR_LEAVES)
+        o = r.run(program)
         ok = r.run(b"\x02")
-    assert lost.result is None and "closed the executor port" in lost.lost
-    assert lost.title() == "executor lost" and lost.findings[0].category == "lost"
+    assert o.result is None and lost in o.lost
+    assert o.title() == title and o.findings[0].category == "lost"
     assert ok.life.index == 1
 
 

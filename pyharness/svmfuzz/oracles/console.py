@@ -107,10 +107,12 @@ _COMPILER_SUFFIX = re.compile(r"(?:\.(?:isra|constprop|part|cold|llvm|lto_priv)(
 EXECUTOR_LOST = "executor-lost"
 VM_LOST = "vm-lost"
 NO_OUTPUT = "no-output"
+VM_FROZEN = "vm-frozen"
 _HOST_TITLES = {
     EXECUTOR_LOST: "executor lost",
     VM_LOST: "lost connection to test machine",
     NO_OUTPUT: "no output from test machine",
+    VM_FROZEN: "QEMU not responding",
 }
 _HOST_TAIL_LINES = 50
 
