@@ -284,7 +284,8 @@ def test_the_harness_refuses_a_directory_in_use(tmp_path):
         assert holder.stdout.readline() == "held\n"
         (tmp_path / "corpus").mkdir()
         (tmp_path / "corpus" / "a").write_bytes(b"\x01")
-        done = subprocess.run([str(harness), "-runs=1", str(tmp_path / "corpus")],
+        done = subprocess.run([str(harness), "-runs=1", f"-artifact_prefix={tmp_path}/",
+                               str(tmp_path / "corpus")], cwd=tmp_path,
                               env=dict(os.environ, SVMFUZZ_CAMPAIGN=str(tmp_path / "campaign.conf")),
                               capture_output=True, text=True, timeout=60)
     finally:
