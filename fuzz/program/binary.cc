@@ -6,6 +6,12 @@ namespace svmfuzz {
 namespace {
 
 static_assert(kNumOps < kEndOfBlock, "the end byte must not be an opcode");
+// The thread byte of an op that uses a driver file: the thread in the low
+// nibble, the file above it. Older encodings had only threads below 8 there,
+// so they name file 0, as their driver ops always did.
+constexpr int kFileShift = 4;
+static_assert(kMaxThreads <= (1 << kFileShift) && kMaxFiles << kFileShift <= 0x100,
+              "thread and file share a byte");
 
 void Put(uint64_t v, size_t width, std::vector<uint8_t>* out) {
   for (size_t i = 0; i < width; i++) out->push_back(static_cast<uint8_t>(v >> (8 * i)));
@@ -21,7 +27,7 @@ void EncodeOps(const std::vector<Op>& ops, std::vector<uint8_t>* out) {
   for (const Op& op : ops) {
     const OpDesc& d = Describe(op.code);
     out->push_back(static_cast<uint8_t>(op.code));
-    out->push_back(static_cast<uint8_t>(op.thread));
+    out->push_back(static_cast<uint8_t>(op.thread | op.file << kFileShift));
     for (int i = 0; i < d.num_args; i++) Put(op.args[i], ArgWidth(d.args[i]), out);
     if (d.has_body) {
       EncodeOps(op.body, out);
@@ -49,6 +55,11 @@ std::optional<Op> Reduce(const OpDesc& d, uint64_t thread, const uint64_t* raw,
                          const Scope& scope) {
   Op op;
   op.code = d.code;
+  if (d.uses_file) {
+    const uint64_t file = thread >> kFileShift & (kMaxFiles - 1);
+    op.file = scope.FileUsable(file) ? file : 0;
+    thread &= (1 << kFileShift) - 1;
+  }
   if (!d.main_thread_only && thread != 0 && !scope.ThreadRunning(thread)) {
     const std::vector<uint64_t> running = scope.RunningThreads();
     const uint64_t pick = thread % (running.size() + 1);
@@ -80,6 +91,15 @@ std::optional<Op> Reduce(const OpDesc& d, uint64_t thread, const uint64_t* raw,
       case ArgKind::kThread:
         v = Pick(r, scope.ThreadRunning(r), scope.RunningThreads());
         break;
+      case ArgKind::kNewFile:
+        v = Pick(r, scope.FileFree(r), scope.FreeFiles());
+        break;
+      case ArgKind::kChild: {
+        std::vector<uint64_t> children(scope.Children());
+        for (uint64_t c = 0; c < children.size(); c++) children[c] = c;
+        v = Pick(r, r < scope.Children(), children);
+        break;
+      }
       case ArgKind::kSize:
       case ArgKind::kInt:
       case ArgKind::kEnum:

@@ -37,6 +37,12 @@ TEST(Binary, RoundTrips) {
       "}\n"
       "fault_storm buf=5 off=1 pages=2 count=4096\n"
       "delay_acks us=1000000\n"
+      "open_dev file=3 dev=1 personality=block_shared\n"
+      "@7 mirror buf=5 off=0 pages=2 write=yes file=3\n"
+      "madvise buf=5 off=0 pages=512 advice=collapse\n"
+      "kill_child child=0\n"
+      "mrelease child=0\n"
+      "drop_acks count=1 file=3\n"
       "oom_kill\n");
   const std::vector<uint8_t> bytes = Encode(p);
   EXPECT_EQ(Decode(bytes), p);
@@ -50,6 +56,42 @@ TEST(Binary, RecordLayout) {
   const Program fork = MustParse("fork wait=yes {\n  yield\n}\n");
   EXPECT_EQ(Encode(fork), (std::vector<uint8_t>{Byte(OpCode::kFork), 0, 1, Byte(OpCode::kYield), 0,
                                                 kEndOfBlock}));
+}
+
+TEST(Binary, DriverFileSharesTheThreadByte) {
+  const Program p = MustParse(
+      "mmap buf=0 pages=1 kind=anon prot=rw\n"
+      "thread_create tid=2\n"
+      "open_dev file=3 dev=0 personality=slow\n"
+      "@2 prefetch buf=0 off=0 pages=1 file=3\n");
+  const std::vector<uint8_t> bytes = Encode(p);
+  const std::vector<uint8_t> tail(bytes.end() - 7, bytes.end());
+  EXPECT_EQ(tail, (std::vector<uint8_t>{Byte(OpCode::kPrefetch), 0x32, 0, 0, 0, 1, 0}));
+  const uint8_t mmap_1[] = {Byte(OpCode::kMmap), 0, 0, 1, 0, 0, 3};
+  const uint8_t t = Byte(OpCode::kThreadCreate), y = Byte(OpCode::kYield);
+  const auto with_threads = [&](std::initializer_list<uint8_t> rest) {
+    std::vector<uint8_t> b(std::begin(mmap_1), std::end(mmap_1));
+    b.insert(b.end(), {t, 0, 1, t, 0, 2});
+    b.insert(b.end(), rest);
+    return Print(Decode(b));
+  };
+  const std::string head =
+      "mmap buf=0 pages=1 kind=anon prot=rw\nthread_create tid=1\n"
+      "thread_create tid=2\n";
+  // A record of before files: its thread byte names file 0, as its ops always used.
+  EXPECT_EQ(with_threads({Byte(OpCode::kPrefetch), 1, 0, 0, 0, 1, 0}),
+            head + "@1 prefetch buf=0 off=0 pages=1\n");
+  // File 1 is not open: file 0, on thread 1 (the low nibble).
+  EXPECT_EQ(with_threads({Byte(OpCode::kPrefetch), 0x11, 0, 0, 0, 1, 0}),
+            head + "@1 prefetch buf=0 off=0 pages=1\n");
+  // An op without a file reduces the whole byte, as before: {main, 1, 2}[17 % 3].
+  EXPECT_EQ(with_threads({y, 0x11}), head + "@2 yield\n");
+}
+
+TEST(Binary, ChildrenAreReducedToEarlierForks) {
+  const uint8_t f = Byte(OpCode::kFork), e = kEndOfBlock, k = Byte(OpCode::kKillChild);
+  EXPECT_EQ(Print(Decoded({k, 0, 0, f, 0, 0, e, f, 0, 0, e, k, 0, 7})),
+            "fork wait=no {\n}\nfork wait=no {\n}\nkill_child child=1\n");
 }
 
 TEST(Binary, EmptyAndJunkInputsDecodeToEmptyPrograms) {
@@ -126,7 +168,7 @@ TEST(Binary, OpCountIsBounded) {
 // round-tripping.
 TEST(Binary, EveryByteStringDecodesToAValidProgram) {
   std::mt19937_64 rng(0x5eed);
-  size_t ops = 0, forks = 0, threaded = 0;
+  size_t ops = 0, forks = 0, threaded = 0, filed = 0, kills = 0;
   for (int iter = 0; iter < 20000; iter++) {
     std::vector<uint8_t> bytes(rng() % 600);
     const bool shaped = iter % 2;
@@ -150,11 +192,15 @@ TEST(Binary, EveryByteStringDecodesToAValidProgram) {
     for (const Op& op : p.ops) {
       forks += op.code == OpCode::kFork;
       threaded += op.thread != 0;
+      filed += op.file != 0;
+      kills += op.code == OpCode::kKillChild || op.code == OpCode::kMrelease;
     }
   }
   EXPECT_GT(ops, 100000u);
   EXPECT_GT(forks, 1000u);
   EXPECT_GT(threaded, 1000u);
+  EXPECT_GT(filed, 1000u);
+  EXPECT_GT(kills, 1000u);
 }
 
 }  // namespace

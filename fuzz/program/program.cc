@@ -1,5 +1,6 @@
 #include "program/program.h"
 
+#include <algorithm>
 #include <initializer_list>
 
 namespace svmfuzz {
@@ -8,9 +9,13 @@ namespace {
 constexpr const char* kMapKinds[] = {"anon", "shared", "file", "file_shared", "huge", "hugetlb"};
 // Index is the PROT_* bit mask.
 constexpr const char* kProts[] = {"none", "r", "w", "rw", "x", "rx", "wx", "rwx"};
-constexpr const char* kAdvice[] = {"dontneed", "free", "pageout", "cold", "hugepage", "nohugepage"};
+constexpr const char* kAdvice[] = {"dontneed",       "free",       "pageout",  "cold",
+                                   "hugepage",       "nohugepage", "willneed", "populate_read",
+                                   "populate_write", "collapse"};
 constexpr const char* kNoYes[] = {"no", "yes"};
 constexpr const char* kAccess[] = {"read", "write", "atomic"};
+// Index is the SVMDEV_PERS_* value.
+constexpr const char* kPersonalities[] = {"none", "refuse_nonblock", "block_shared", "slow"};
 
 constexpr ArgDesc NewBuf() { return {"buf", ArgKind::kNewBuffer, 0, kMaxBuffers - 1, nullptr}; }
 constexpr ArgDesc Buf() { return {"buf", ArgKind::kBuffer, 0, kMaxBuffers - 1, nullptr}; }
@@ -29,12 +34,15 @@ constexpr ArgDesc Enum(const char* name, const char* const (&values)[N]) {
   return {name, ArgKind::kEnum, 0, N - 1, values};
 }
 constexpr ArgDesc Seed() { return Int("seed", 0, 0xffffffff); }
+constexpr ArgDesc NewFile() { return {"file", ArgKind::kNewFile, 0, kMaxFiles - 1, nullptr}; }
+constexpr ArgDesc Child() { return {"child", ArgKind::kChild, 0, kMaxChildren - 1, nullptr}; }
 
-enum Flags { kNone = 0, kBody = 1, kMainOnly = 2 };
+enum Flags { kNone = 0, kBody = 1, kMainOnly = 2, kFile = 4 };
 
 constexpr OpDesc Row(OpCode code, const char* name, std::initializer_list<ArgDesc> args, int flags,
                      const char* doc) {
-  OpDesc d{code, name, 0, {}, (flags & kBody) != 0, (flags & kMainOnly) != 0, doc};
+  OpDesc d{code, name, 0, {}, (flags & kBody) != 0, (flags & kMainOnly) != 0, (flags & kFile) != 0,
+           doc};
   for (const ArgDesc& a : args) d.args[d.num_args++] = a;
   return d;
 }
@@ -64,36 +72,36 @@ constexpr OpDesc kOps[] = {
         "fill the range with pattern(seed)"),
     Row(OpCode::kVerify, "verify", {Buf(), Off(), Count(), Seed()}, kNone,
         "check the range holds pattern(seed)"),
-    Row(OpCode::kMirror, "mirror", {Buf(), Off(), Count(), Enum("write", kNoYes)}, kNone,
+    Row(OpCode::kMirror, "mirror", {Buf(), Off(), Count(), Enum("write", kNoYes)}, kFile,
         "driver: fault the range into the device MMU with hmm_range_fault"),
-    Row(OpCode::kPrefetch, "prefetch", {Buf(), Off(), Count()}, kNone,
+    Row(OpCode::kPrefetch, "prefetch", {Buf(), Off(), Count()}, kFile,
         "driver: queue a mirror of the range to the driver's worker"),
-    Row(OpCode::kMigrateToDevice, "migrate_to_dev", {Buf(), Off(), Count()}, kNone,
+    Row(OpCode::kMigrateToDevice, "migrate_to_dev", {Buf(), Off(), Count()}, kFile,
         "driver: migrate the range to device-private memory"),
-    Row(OpCode::kMigrateToSystem, "migrate_to_sys", {Buf(), Off(), Count()}, kNone,
+    Row(OpCode::kMigrateToSystem, "migrate_to_sys", {Buf(), Off(), Count()}, kFile,
         "driver: migrate the range back to system memory"),
-    Row(OpCode::kDeviceRead, "dev_read", {Buf(), Off(), Count()}, kNone,
+    Row(OpCode::kDeviceRead, "dev_read", {Buf(), Off(), Count()}, kFile,
         "driver: the device copies the range out"),
-    Row(OpCode::kDeviceWrite, "dev_write", {Buf(), Off(), Count(), Seed()}, kNone,
+    Row(OpCode::kDeviceWrite, "dev_write", {Buf(), Off(), Count(), Seed()}, kFile,
         "driver: the device writes pattern(seed) to the range"),
-    Row(OpCode::kDeviceAtomic, "dev_atomic", {Buf(), Off(), Count()}, kNone,
+    Row(OpCode::kDeviceAtomic, "dev_atomic", {Buf(), Off(), Count()}, kFile,
         "driver: a device atomic increment of each page's first word, under device-exclusive"),
-    Row(OpCode::kSnapshot, "snapshot", {Buf(), Off(), Count()}, kNone,
+    Row(OpCode::kSnapshot, "snapshot", {Buf(), Off(), Count()}, kFile,
         "driver: report the range's page states without faulting"),
-    Row(OpCode::kExclusive, "exclusive", {Buf(), Off(), Count()}, kNone,
+    Row(OpCode::kExclusive, "exclusive", {Buf(), Off(), Count()}, kFile,
         "driver: take the range device-exclusive and hold it"),
-    Row(OpCode::kRelease, "release", {}, kNone,
+    Row(OpCode::kRelease, "release", {}, kFile,
         "driver: evict all device-private memory back to system memory"),
     Row(OpCode::kDeviceAccess, "dev_access",
-        {Buf(), Off("page"), Int("word", 0, 511), Enum("access", kAccess)}, kNone,
+        {Buf(), Off("page"), Int("word", 0, 511), Enum("access", kAccess)}, kFile,
         "device: access a 64-bit word on its own, through its MMU and replayable faults"),
-    Row(OpCode::kFaultStorm, "fault_storm", {Buf(), Off(), Count(), Int("count", 1, 4096)}, kNone,
+    Row(OpCode::kFaultStorm, "fault_storm", {Buf(), Off(), Count(), Int("count", 1, 4096)}, kFile,
         "device: raise `count` faults spread over the range"),
-    Row(OpCode::kDelayAcks, "delay_acks", {Int("us", 0, 1000000)}, kNone,
+    Row(OpCode::kDelayAcks, "delay_acks", {Int("us", 0, 1000000)}, kFile,
         "device: acknowledge invalidations this much later"),
-    Row(OpCode::kDropAcks, "drop_acks", {Int("count", 1, 64)}, kNone,
+    Row(OpCode::kDropAcks, "drop_acks", {Int("count", 1, 64)}, kFile,
         "device: drop the next invalidation acks"),
-    Row(OpCode::kFailDma, "fail_dma", {Int("count", 1, 64)}, kNone,
+    Row(OpCode::kFailDma, "fail_dma", {Int("count", 1, 64)}, kFile,
         "device: fail the next DMA transfers"),
     Row(OpCode::kFailNth, "fail_nth", {Int("nth", 1, 64)}, kNone,
         "fault injection: fail the nth allocation of the next op"),
@@ -101,14 +109,21 @@ constexpr OpDesc kOps[] = {
         "fault injection: failslab probability and count"),
     Row(OpCode::kFailPageAlloc, "fail_page_alloc", {Int("percent", 1, 100), Int("times", 1, 1000)},
         kNone, "fault injection: fail_page_alloc probability and count"),
-    Row(OpCode::kDriverFailAlloc, "drv_fail_alloc", {Int("count", 1, 64)}, kNone,
+    Row(OpCode::kDriverFailAlloc, "drv_fail_alloc", {Int("count", 1, 64)}, kFile,
         "fault injection: fail the driver's next allocations"),
-    Row(OpCode::kDriverFailCopy, "drv_fail_copy", {Int("count", 1, 64)}, kNone,
+    Row(OpCode::kDriverFailCopy, "drv_fail_copy", {Int("count", 1, 64)}, kFile,
         "fault injection: fail the driver's next page copies"),
     Row(OpCode::kOomKill, "oom_kill", {}, kNone,
         "kill this process through the OOM killer, so the OOM reaper unmaps it"),
     Row(OpCode::kSleep, "sleep", {Int("us", 0, 1000000)}, kNone, "sleep"),
     Row(OpCode::kYield, "yield", {}, kNone, "sched_yield"),
+    Row(OpCode::kOpenDev, "open_dev",
+        {NewFile(), Int("dev", 0, 3), Enum("personality", kPersonalities)}, kNone,
+        "open /dev/svmdev<dev> as driver file `file` and bind it with the personality"),
+    Row(OpCode::kKillChild, "kill_child", {Child()}, kNone,
+        "pidfd_send_signal SIGKILL to the child of the process's fork number `child`"),
+    Row(OpCode::kMrelease, "mrelease", {Child()}, kNone,
+        "process_mrelease the memory of that child, which a kill_child should have killed"),
 };
 
 constexpr bool RowsInOpCodeOrder() {
@@ -169,6 +184,20 @@ std::vector<uint64_t> Scope::FreeThreads() const {
   return ids;
 }
 
+std::vector<uint64_t> Scope::UsableFiles() const {
+  std::vector<uint64_t> ids;
+  for (uint64_t i = 0; i < kMaxFiles; i++)
+    if (FileUsable(i)) ids.push_back(i);
+  return ids;
+}
+
+std::vector<uint64_t> Scope::FreeFiles() const {
+  std::vector<uint64_t> ids;
+  for (uint64_t i = 0; i < kMaxFiles; i++)
+    if (FileFree(i)) ids.push_back(i);
+  return ids;
+}
+
 void Scope::Apply(const Op& op) {
   switch (op.code) {
     case OpCode::kMmap:
@@ -184,7 +213,14 @@ void Scope::Apply(const Op& op) {
     case OpCode::kThreadJoin:
       threads_[op.args[0]] = false;
       break;
+    case OpCode::kOpenDev:
+      files_[op.args[0]] = true;
+      break;
+    case OpCode::kFork:
+      children_ = std::min(children_ + 1, kMaxChildren);
+      break;
     default:
+      if (Describe(op.code).uses_file && op.file == 0) used0_ = true;
       break;
   }
 }
@@ -192,6 +228,7 @@ void Scope::Apply(const Op& op) {
 Scope Scope::ForChild() const {
   Scope child;
   child.pages_ = pages_;
+  child.files_ = files_;
   return child;
 }
 

@@ -55,6 +55,17 @@ TEST(OpTable, ScopeChangingOpsHaveTheExpectedLayout) {
   EXPECT_EQ(ArgIndex(OpCode::kMunmap, "pages"), 2);
   EXPECT_EQ(ArgIndex(OpCode::kThreadCreate, "tid"), 0);
   EXPECT_EQ(ArgIndex(OpCode::kThreadJoin, "tid"), 0);
+  EXPECT_EQ(ArgIndex(OpCode::kOpenDev, "file"), 0);
+}
+
+// The driver ops, and only they, name a driver file; open_dev makes one.
+TEST(OpTable, DriverOpsUseAFile) {
+  for (OpCode c : {OpCode::kMirror, OpCode::kRelease, OpCode::kDeviceAccess, OpCode::kDropAcks,
+                   OpCode::kDriverFailCopy})
+    EXPECT_TRUE(Describe(c).uses_file) << Describe(c).name;
+  for (OpCode c : {OpCode::kMmap, OpCode::kFork, OpCode::kOpenDev, OpCode::kKillChild,
+                   OpCode::kOomKill, OpCode::kYield})
+    EXPECT_FALSE(Describe(c).uses_file) << Describe(c).name;
 }
 
 Op MakeOp(OpCode code, std::initializer_list<uint64_t> args) {
@@ -87,6 +98,27 @@ TEST(Scope, TracksMappingsAndThreads) {
   s.Apply(MakeOp(OpCode::kMunmap, {3, 0, 4}));
   EXPECT_FALSE(s.BufferMapped(3));
   EXPECT_EQ(s.FreeBuffers().size(), kMaxBuffers);
+}
+
+TEST(Scope, TracksFilesAndForks) {
+  Scope s;
+  EXPECT_TRUE(s.FileUsable(0));
+  EXPECT_FALSE(s.FileUsable(1));
+  EXPECT_EQ(s.FreeFiles().size(), kMaxFiles);
+  s.Apply(MakeOp(OpCode::kOpenDev, {2, 1, 3}));
+  EXPECT_TRUE(s.FileOpen(2));
+  EXPECT_EQ(s.UsableFiles(), (std::vector<uint64_t>{0, 2}));
+  s.Apply(MakeOp(OpCode::kMirror, {0, 0, 1, 0}));  // file 0's first use opens it
+  EXPECT_FALSE(s.FileFree(0));
+  EXPECT_EQ(s.FreeFiles(), (std::vector<uint64_t>{1, 3}));
+  for (uint64_t i = 0; i < kMaxChildren + 2; i++) s.Apply(MakeOp(OpCode::kFork, {1}));
+  EXPECT_EQ(s.Children(), kMaxChildren);
+
+  // A child has its parent's opened files (to bind again), its own file 0, no forks.
+  const Scope child = s.ForChild();
+  EXPECT_TRUE(child.FileOpen(2));
+  EXPECT_TRUE(child.FileFree(0));
+  EXPECT_EQ(child.Children(), 0u);
 }
 
 TEST(Op, ArgByName) {

@@ -19,6 +19,7 @@ void PrintOps(const std::vector<Op>& ops, int depth, std::string* out) {
       *out += std::string(" ") + a.name + "=";
       *out += a.kind == ArgKind::kEnum ? a.values[op.args[i]] : std::to_string(op.args[i]);
     }
+    if (op.file != 0) *out += " file=" + std::to_string(op.file);
     if (d.has_body) {
       *out += " {\n";
       PrintOps(op.body, depth + 1, out);
@@ -48,6 +49,11 @@ struct Failure {
 };
 
 std::string Quote(std::string_view s) { return "'" + std::string(s) + "'"; }
+
+// The driver file of an op that uses one (Op::file), written like an argument
+// after the others and left out when it is 0.
+constexpr const char* kFileKey = "file";
+constexpr ArgDesc kFileArg = {kFileKey, ArgKind::kInt, 0, kMaxFiles - 1, nullptr};
 
 class Parser {
  public:
@@ -96,6 +102,7 @@ class Parser {
     op->code = d->code;
 
     bool seen[kMaxArgs] = {};
+    bool seen_file = false;
     for (;;) {
       const bool spaced = SkipSpaces();
       if (AtEndOfLine() || Peek() == '{') break;
@@ -103,6 +110,14 @@ class Parser {
       const Loc key_at = here_;
       const std::string key = ReadWord();
       if (key.empty()) Fail("expected an argument name, found " + Found());
+      if (d->uses_file && key == kFileKey) {
+        if (seen_file) Fail("argument " + Quote(key) + " given twice", key_at);
+        seen_file = true;
+        if (Peek() != '=') Fail("expected '=' after " + Quote(key) + ", found " + Found());
+        Advance();
+        op->file = ParseValue(kFileArg);
+        continue;
+      }
       const int i = ArgIndex(op->code, key);
       if (i < 0)
         Fail(name + " has no argument " + Quote(key) + "; it takes " + ArgList(*d), key_at);
@@ -175,10 +190,10 @@ class Parser {
   }
 
   static std::string ArgList(const OpDesc& d) {
-    if (d.num_args == 0) return "none";
     std::string s;
     for (int i = 0; i < d.num_args; i++) s += (i ? ", " : "") + std::string(d.args[i].name);
-    return s;
+    if (d.uses_file) s += std::string(d.num_args ? ", " : "") + "optional " + kFileKey;
+    return s.empty() ? "none" : s;
   }
 
   bool AtEnd() const { return pos_ >= text_.size(); }

@@ -11,11 +11,14 @@
 //
 // An op line is an optional `@tid` (the thread it runs on), the op name and
 // every argument as name=value in any order; enums are written by name,
-// integers in decimal or 0x hex. Only fork takes a `{ ... }` block, opened at
-// the end of its line and closed by a `}` line. `#` starts a comment.
+// integers in decimal or 0x hex. A driver op may also take `file=N`, the
+// driver file it goes through (default 0; others opened by open_dev). Only
+// fork takes a `{ ... }` block, opened at the end of its line and closed by a
+// `}` line. `#` starts a comment.
 //
-// Print() writes the canonical form: arguments in table order, two spaces of
-// indent per block, no comments. Parse(Print(p)) == p for every valid p.
+// Print() writes the canonical form: arguments in table order (then file=N if
+// it is not 0), two spaces of indent per block, no comments.
+// Parse(Print(p)) == p for every valid p.
 #ifndef SVMFUZZ_PROGRAM_TEXT_H_
 #define SVMFUZZ_PROGRAM_TEXT_H_
 

@@ -71,6 +71,20 @@ TEST(Text, AcceptsFreeLayoutAndPrintsItCanonically) {
   EXPECT_EQ(Print(MustParse(messy)), kCanonical);
 }
 
+TEST(Text, DriverFileIsWrittenAfterTheArgumentsUnlessItIs0) {
+  const Program p = MustParse(
+      "mmap buf=0 pages=2 kind=anon prot=rw\n"
+      "open_dev personality=refuse_nonblock dev=1 file=2\n"
+      "mirror file=2 buf=0 off=0 pages=2 write=no\n"
+      "dev_read buf=0 off=0 pages=1 file=0\n");
+  EXPECT_EQ(p.ops[2].file, 2u);
+  EXPECT_EQ(Print(p),
+            "mmap buf=0 pages=2 kind=anon prot=rw\n"
+            "open_dev file=2 dev=1 personality=refuse_nonblock\n"
+            "mirror buf=0 off=0 pages=2 write=no file=2\n"
+            "dev_read buf=0 off=0 pages=1\n");
+}
+
 TEST(Text, EmptyProgram) {
   EXPECT_EQ(MustParse("# nothing\n\n"), Program{});
   EXPECT_EQ(Print(Program{}), "");
@@ -107,6 +121,12 @@ INSTANTIATE_TEST_SUITE_P(
         Malformed{"mmap buf=0 pages=16 kind=anon prot=rw color=red", 1, 39,
                   "mmap has no argument 'color'; it takes buf, pages, kind, prot"},
         Malformed{"yield now=1", 1, 7, "yield has no argument 'now'; it takes none"},
+        Malformed{"release now=1", 1, 9, "release has no argument 'now'; it takes optional file"},
+        Malformed{"release file=1 file=1", 1, 16, "argument 'file' given twice"},
+        Malformed{"release file=4", 1, 14, "file=4 is not in [0, 3]"},
+        Malformed{"yield file=1", 1, 7, "yield has no argument 'file'"},
+        Malformed{"release file=1", 1, 1, "file 1 is not open"},
+        Malformed{"kill_child child=0", 1, 18, "child 0 names no earlier fork"},
         Malformed{"sleep us=5 us=6", 1, 12, "argument 'us' given twice"},
         Malformed{"mmap buf 0", 1, 9, "expected '=' after 'buf', found ' '"},
         Malformed{"mmap buf=", 1, 10, "expected a value for 'buf', found the end of the text"},

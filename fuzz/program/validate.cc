@@ -50,6 +50,10 @@ Problem CheckOp(const Op& op, const Scope& scope) {
     if (!scope.ThreadRunning(op.thread))
       return At(-1, "thread " + Str(op.thread) + " is not running");
   }
+  if (op.file != 0) {
+    if (!d.uses_file) return At(-1, std::string(d.name) + " uses no driver file");
+    if (!scope.FileUsable(op.file)) return At(-1, "file " + Str(op.file) + " is not open");
+  }
   uint64_t buf = 0, size = 0, off = 0;
   for (int i = 0; i < d.num_args; i++) {
     const ArgDesc& a = d.args[i];
@@ -84,6 +88,18 @@ Problem CheckOp(const Op& op, const Scope& scope) {
         break;
       case ArgKind::kThread:
         if (!scope.ThreadRunning(v)) return At(i, "thread " + Str(v) + " is not running");
+        break;
+      case ArgKind::kNewFile:
+        if (v >= kMaxFiles) return At(i, "file id " + Str(v) + " is not below " + Str(kMaxFiles));
+        if (!scope.FileFree(v))
+          return At(i, "file " + Str(v) +
+                           (scope.FileOpen(v) ? " is already open"
+                                              : " is open: an earlier driver op used it"));
+        break;
+      case ArgKind::kChild:
+        if (v >= scope.Children())
+          return At(i, "child " + Str(v) + " names no earlier fork of this process (it has " +
+                           Str(scope.Children()) + ")");
         break;
       case ArgKind::kSize:
       case ArgKind::kInt:

@@ -137,6 +137,53 @@ TEST(Validate, OnlyForkTakesABlock) {
   ExpectInvalid(Program{{MakeOp(OpCode::kYield, {}, 0, {Yield()})}}, {0}, -1, "takes no block");
 }
 
+Op Mirror(uint64_t file) {
+  Op op = MakeOp(OpCode::kMirror, {0, 0, 1, 0});
+  op.file = file;
+  return op;
+}
+Op OpenDev(uint64_t file) { return MakeOp(OpCode::kOpenDev, {file, 0, 1}); }
+
+TEST(Validate, DriverFilesAreOpenedBeforeUse) {
+  EXPECT_FALSE(Validate(Program{{Mmap(0, 1), Mirror(0)}}).has_value());
+  ExpectInvalid(Program{{Mmap(0, 1), Mirror(1)}}, {1}, -1, "file 1 is not open");
+  EXPECT_FALSE(
+      Validate(Program{{Mmap(0, 1), OpenDev(1), Mirror(1), OpenDev(0), Mirror(0)}}).has_value());
+  ExpectInvalid(Program{{OpenDev(3), OpenDev(3)}}, {1}, 0, "file 3 is already open");
+  ExpectInvalid(Program{{OpenDev(kMaxFiles)}}, {0}, 0, "file id 4 is not below 4");
+  // File 0's first use bound it without a personality: too late to choose one.
+  ExpectInvalid(Program{{Mmap(0, 1), Mirror(0), OpenDev(0)}}, {2}, 0,
+                "file 0 is open: an earlier driver op used it");
+  Op touch = Touch(0, 0, 1);
+  touch.file = 1;
+  ExpectInvalid(Program{{Mmap(0, 1), OpenDev(1), touch}}, {2}, -1, "touch uses no driver file");
+  ExpectInvalid(Program{{MakeOp(OpCode::kOpenDev, {1, 4, 0})}}, {0}, 1, "dev=4 is not in [0, 3]");
+  ExpectInvalid(Program{{MakeOp(OpCode::kOpenDev, {1, 0, 4})}}, {0}, 2, "personality=4");
+}
+
+TEST(Validate, ForkChildHasItsParentsFilesToBindAgain) {
+  EXPECT_FALSE(Validate(Program{{Mmap(0, 1), OpenDev(2), Fork({Mirror(2)})}}).has_value());
+  ExpectInvalid(Program{{Mmap(0, 1), OpenDev(2), Fork({OpenDev(2)})}}, {2, 0}, 0, "already open");
+  ExpectInvalid(Program{{Mmap(0, 1), Fork({OpenDev(2)}), Mirror(2)}}, {2}, -1, "not open");
+  // Its own file 0 is not bound until it uses it, whatever the parent did.
+  EXPECT_FALSE(Validate(Program{{Mmap(0, 1), Mirror(0), Fork({OpenDev(0)})}}).has_value());
+}
+
+TEST(Validate, ChildrenAreEarlierForksOfTheProcess) {
+  const Op kill = MakeOp(OpCode::kKillChild, {1});
+  const Op mrelease = MakeOp(OpCode::kMrelease, {1});
+  ExpectInvalid(Program{{Fork({}), kill}}, {1}, 0,
+                "child 1 names no earlier fork of this process (it has 1)");
+  EXPECT_FALSE(Validate(Program{{Fork({}), Fork({}), kill, mrelease}}).has_value());
+  ExpectInvalid(Program{{Fork({}), Fork({kill})}}, {1, 0}, 0, "it has 0");
+  // From another thread too: its child may not exist yet when it runs, an error, not invalid.
+  Op on_thread = kill;
+  on_thread.thread = 1;
+  EXPECT_FALSE(
+      Validate(Program{{MakeOp(OpCode::kThreadCreate, {1}), Fork({}), Fork({}), on_thread}})
+          .has_value());
+}
+
 TEST(Validate, OpCountIsBounded) {
   Program p;
   p.ops.assign(kMaxOps - 1, Yield());
