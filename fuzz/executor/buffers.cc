@@ -16,6 +16,11 @@ constexpr uint64_t kWordsPerPage = kPageSize / 8;
 
 uint64_t RoundUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 
+// Linux 5.14 and 6.1 values, for C libraries older than them.
+constexpr int kMadvPopulateRead = 22;
+constexpr int kMadvPopulateWrite = 23;
+constexpr int kMadvCollapse = 25;
+
 int AdviceCode(Advice a) {
   switch (a) {
     case Advice::kDontneed: return MADV_DONTNEED;
@@ -24,6 +29,10 @@ int AdviceCode(Advice a) {
     case Advice::kCold: return MADV_COLD;
     case Advice::kHugepage: return MADV_HUGEPAGE;
     case Advice::kNohugepage: return MADV_NOHUGEPAGE;
+    case Advice::kWillneed: return MADV_WILLNEED;
+    case Advice::kPopulateRead: return kMadvPopulateRead;
+    case Advice::kPopulateWrite: return kMadvPopulateWrite;
+    case Advice::kCollapse: return kMadvCollapse;
   }
   return MADV_NORMAL;
 }

@@ -33,7 +33,18 @@ inline constexpr uint64_t kHugePageSize = 2 << 20;
 
 // In the order of the enums of program.cc.
 enum class MapKind : uint8_t { kAnon, kShared, kFile, kFileShared, kHuge, kHugetlb };
-enum class Advice : uint8_t { kDontneed, kFree, kPageout, kCold, kHugepage, kNohugepage };
+enum class Advice : uint8_t {
+  kDontneed,
+  kFree,
+  kPageout,
+  kCold,
+  kHugepage,
+  kNohugepage,
+  kWillneed,
+  kPopulateRead,
+  kPopulateWrite,
+  kCollapse,
+};
 
 // The 8 bytes at word `word` (byte offset / 8 in the buffer) of pattern(seed).
 uint64_t PatternWord(uint32_t seed, uint64_t word);

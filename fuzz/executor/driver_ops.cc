@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iterator>
+#include <string>
 #include <utility>
 
 #include "executor/protocol.h"
@@ -127,8 +128,8 @@ bool UsesDriver(const std::vector<Op>& ops) {
 
 bool HaveDriver() { return access(kDevicePath, F_OK) == 0; }
 
-Device::Device(std::vector<uint64_t> knobs, std::function<void(int fd)> on_open)
-    : knobs_(std::move(knobs)), on_open_(std::move(on_open)) {}
+Device::Device(Config config, std::vector<uint64_t> knobs, std::function<void(int fd)> on_open)
+    : config_(config), knobs_(std::move(knobs)), on_open_(std::move(on_open)) {}
 
 Device::~Device() {
   if (fd_ >= 0) close(fd_);
@@ -137,10 +138,34 @@ Device::~Device() {
 int Device::Fd() {
   std::lock_guard<std::mutex> lock(mu_);
   if (fd_ >= 0) return fd_;
-  const int fd = open(kDevicePath, O_RDWR | O_CLOEXEC);
+  if (!config_.declared) return -EBADF;
+  return BindLocked();
+}
+
+int Device::Open(const Config& config) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (fd_ >= 0) return -EBUSY;
+  config_ = config;
+  config_.declared = true;
+  return BindLocked();
+}
+
+Device::Config Device::config() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return config_;
+}
+
+uint8_t Device::dev() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<uint8_t>(config_.dev);
+}
+
+int Device::BindLocked() {
+  const std::string path = "/dev/svmdev" + std::to_string(config_.dev);
+  const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
   if (fd < 0) return -errno;
   svmdev_bind bind = {};
-  bind.personality = SVMDEV_PERS_NONE;
+  bind.personality = config_.personality;
   int err = ioctl(fd, SVMDEV_IOC_BIND, &bind) != 0 ? errno : 0;
   ctx_ = static_cast<uint16_t>(bind.ctx);
   index_ = static_cast<uint8_t>(bind.device);
@@ -191,39 +216,18 @@ std::vector<uint64_t> DriverCounters(int fd) {
 }
 
 bool IsDriverOp(OpCode code) {
-  switch (code) {
-    case OpCode::kMirror:
-    case OpCode::kPrefetch:
-    case OpCode::kMigrateToDevice:
-    case OpCode::kMigrateToSystem:
-    case OpCode::kDeviceRead:
-    case OpCode::kDeviceWrite:
-    case OpCode::kDeviceAtomic:
-    case OpCode::kSnapshot:
-    case OpCode::kExclusive:
-    case OpCode::kRelease:
-    case OpCode::kDeviceAccess:
-    case OpCode::kFaultStorm:
-    case OpCode::kDelayAcks:
-    case OpCode::kDropAcks:
-    case OpCode::kFailDma:
-    case OpCode::kDriverFailAlloc:
-    case OpCode::kDriverFailCopy:
-      return true;
-    default:
-      return false;
-  }
+  // The ops that go through a driver file, and the one that opens it.
+  return Describe(code).uses_file || code == OpCode::kOpenDev;
 }
 
 Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCaller& host,
                     std::vector<PageMismatch>* bad) {
   switch (op.code) {
-    // Device-wide: no context, so no need to bind. The executor's device is
-    // /dev/svmdev0.
+    // Device-wide: no context, so no need to bind; the device is the op's file's.
     case OpCode::kDelayAcks:
     case OpCode::kDropAcks:
     case OpCode::kFailDma:
-      return FromReply(host.Call(Request(op.code, 0, 0, 0, op.args[0], 0)));
+      return FromReply(host.Call(Request(op.code, device->dev(), 0, 0, op.args[0], 0)));
     default:
       break;
   }

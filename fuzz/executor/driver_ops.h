@@ -1,4 +1,4 @@
-// Ops that go through the svmdev driver: /dev/svmdev0 ioctls of
+// Ops that go through the svmdev driver: /dev/svmdevN ioctls of
 // guest-driver/uapi/svmdev_uapi.h. Device actions (a device-initiated
 // access, fault storms, delayed or dropped acks, DMA failure) are the
 // device's own doing: the host performs them through the device's control
@@ -22,20 +22,33 @@ namespace svmfuzz {
 // True if the guest has the driver's device file.
 bool HaveDriver();
 
-// One process's binding to the device: the driver binds an open file to the
-// address space of the task that binds it, so each process of a program
-// opens its own, on its first driver op.
+// One driver file of a process (Op::file): the driver binds an open file to
+// the address space of the task that binds it, so each process of a program
+// binds its own, on open_dev or on its first driver op.
 class Device {
  public:
+  // Which /dev/svmdevN the file is and the personality it binds with.
+  struct Config {
+    bool declared = false;  // else ops on the file fail with EBADF until open_dev
+    uint64_t dev = 0;
+    uint64_t personality = 0;  // SVMDEV_PERS_*
+  };
   // `knobs`: struct svmdev_knobs fields (ExecRequest.knobs) for the file once
   // it is bound; `on_open` learns the bound file's descriptor.
-  Device(std::vector<uint64_t> knobs, std::function<void(int fd)> on_open);
+  Device(Config config, std::vector<uint64_t> knobs, std::function<void(int fd)> on_open);
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
   ~Device();
 
-  // The bound file, or -errno.
+  // The bound file, or -errno; binds it first if it is declared.
   int Fd();
+  // open_dev: declares the file with `config` and binds it now; -EBUSY if it
+  // is bound already, else as Fd().
+  int Open(const Config& config);
+  // What a fork child's file of the same id starts from.
+  Config config();
+  // The N of /dev/svmdevN the file is or will be, for device-wide actions.
+  uint8_t dev();
   // What the bind returned: the device context of this file's address space
   // and the N of /dev/svmdevN. Valid once Fd() succeeded.
   uint16_t ctx() const { return ctx_; }
@@ -50,8 +63,10 @@ class Device {
  private:
   // SVMDEV_IOC_KNOBS with knobs_; errno or 0.
   int ApplyKnobs(int fd);
+  int BindLocked();
 
   std::mutex mu_;
+  Config config_;
   int fd_ = -1;
   uint16_t ctx_ = 0;
   uint8_t index_ = 0;
@@ -81,7 +96,7 @@ class HostCaller {
 // The driver counters (drv[], SVMDEV_CTR_*) through a device file, or empty.
 std::vector<uint64_t> DriverCounters(int fd);
 
-// True for driver ops, device actions and driver fault injection.
+// True for driver ops, device actions, driver fault injection and open_dev.
 bool IsDriverOp(OpCode code);
 // Whether any op of `ops` (fork bodies included) is a driver op.
 bool UsesDriver(const std::vector<Op>& ops);

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <system_error>
 #include <thread>
 #include <unordered_map>
@@ -32,7 +35,10 @@ void SharedRun::Reset(size_t num_ops) {
   std::memset(ops, 0, num_ops * sizeof(ops[0]));
   num_mismatches = 0;
   next_watch = 0;
-  for (Watch& w : watch) w.op = -1;
+  for (Watch& w : watch) {
+    w.op = -1;
+    w.pid = 0;
+  }
   next_kcov = 0;
   kcov_busy = 0;
   faults_armed = 0;
@@ -44,6 +50,16 @@ void SharedRun::Reset(size_t num_ops) {
 }
 
 namespace {
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_process_mrelease
+#define SYS_process_mrelease 448
+#endif
 
 struct Planned {
   const Op* op;
@@ -77,23 +93,37 @@ void WriteFile(const char* path, const char* value) {
 // One process of the program: its block of ops, the threads they name.
 class Process {
  public:
+  using Files = std::array<Device::Config, kMaxFiles>;
+
+  // `files`: those of the process that forked this one, which this one binds
+  // again for itself; null for the program's first process.
   Process(const std::vector<Op>& ops, uint32_t first, SharedRun* shared, const RunConfig& config,
-          Buffers* buffers)
+          Buffers* buffers, const Files* files)
       : first_(first),
         shared_(shared),
         config_(config),
         buffers_(buffers),
-        host_(config.host_fd, &shared->host_mu),
-        device_(config.knobs, [shared](int fd) {
-          int32_t none = 0;
-          if (shared->device_pid.compare_exchange_strong(none, getpid())) shared->device_fd = fd;
-        }) {
+        host_(config.host_fd, &shared->host_mu) {
+    for (uint64_t f = 0; f < kMaxFiles; f++) {
+      Device::Config c;
+      if (files != nullptr) {
+        c = (*files)[f];
+      } else {
+        c.declared = f == 0;  // file 0 binds /dev/svmdev0 on first use, as it always did
+      }
+      devices_[f] = std::make_unique<Device>(c, config.knobs, [shared](int fd) {
+        int32_t none = 0;
+        if (shared->device_pid.compare_exchange_strong(none, getpid())) shared->device_fd = fd;
+      });
+    }
+    for (std::atomic<int>& fd : pidfds_) fd = -1;
     // Each thread_create starts a thread that runs the ops tagged with its
     // id up to the matching thread_join; everything else is thread 0's.
     std::array<int, kMaxThreads> life{};
     life.fill(-1);
     lives_.reserve(ops.size());
     uint32_t index = first;
+    size_t forks = 0;
     for (const Op& op : ops) {
       const Planned p{&op, index};
       if (op.code == OpCode::kThreadCreate) {
@@ -107,6 +137,7 @@ class Process {
         lives_[life[op.thread]].ops.push_back(p);
       }
       if (op.code == OpCode::kThreadJoin) life[op.args[0]] = -1;
+      if (op.code == OpCode::kFork) child_of_[index] = forks++;
       index += static_cast<uint32_t>(1 + CountOps(op.body));
     }
   }
@@ -123,12 +154,14 @@ class Process {
       }
       buffers_->ChildGone(token);
     }
+    for (std::atomic<int>& fd : pidfds_)
+      if (fd >= 0) close(fd.exchange(-1));
     std::vector<PageMismatch> bad;
     buffers_->CheckAll(&bad);
     Record(proto::Mismatch::kEndOfProcess, bad);
     if (first_ == 0) {
-      // The program's first process: its file's notifier balance is the program's.
-      const std::vector<uint64_t> counters = device_.CheckedCounters();
+      // The program's first process: its files' notifier balance is the program's.
+      const std::vector<uint64_t> counters = CheckedCounters();
       const size_t n = std::min(counters.size(), SharedRun::kMaxCounters);
       std::copy(counters.begin(), counters.begin() + static_cast<long>(n), shared_->counters);
       shared_->num_counters = static_cast<uint32_t>(n);
@@ -152,7 +185,10 @@ class Process {
     ThreadState ts;
     ts.tid = tid;
     const uint32_t w = shared_->next_watch++;
-    if (w < SharedRun::kMaxWatched) ts.watch = &shared_->watch[w];
+    if (w < SharedRun::kMaxWatched) {
+      ts.watch = &shared_->watch[w];
+      ts.watch->pid = getpid();
+    }
     int slot = -1;
     if (config_.kcov != nullptr) {
       const uint32_t k = shared_->next_kcov++;
@@ -244,6 +280,33 @@ class Process {
       }
       case OpCode::kOomKill:
         return OomKill();
+      case OpCode::kOpenDev: {
+        Device::Config c;
+        c.dev = a[1];
+        c.personality = a[2];
+        const int fd = devices_[a[0]]->Open(c);
+        if (fd == -ENOENT) return Unsupported();  // no such device in this guest
+        if (fd < 0) {
+          out.err = -fd;
+        } else {
+          out.ret = devices_[a[0]]->ctx();
+        }
+        return out;
+      }
+      case OpCode::kKillChild:
+      case OpCode::kMrelease: {
+        const int pidfd = pidfds_[a[0]];
+        // A child another thread's fork has not made yet.
+        if (pidfd < 0) {
+          out.err = ESRCH;
+          return out;
+        }
+        const long rc = op.code == OpCode::kKillChild
+                            ? syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0)
+                            : syscall(SYS_process_mrelease, pidfd, 0);
+        if (rc != 0) out.err = errno;
+        return out;
+      }
       case OpCode::kSleep: {
         const timespec ts_sleep{static_cast<time_t>(a[0] / 1000000),
                                 static_cast<long>(a[0] % 1000000 * 1000)};
@@ -254,7 +317,8 @@ class Process {
         sched_yield();
         return out;
       default:
-        if (IsDriverOp(op.code)) return RunDriverOp(op, buffers_, &device_, host_, bad);
+        if (IsDriverOp(op.code))
+          return RunDriverOp(op, buffers_, devices_[op.file].get(), host_, bad);
         return Unsupported();
     }
   }
@@ -282,11 +346,14 @@ class Process {
     Outcome out;
     std::vector<uint64_t> writes;
     CollectWrites(op.body, &writes);
+    // Taken before the fork: a thread binding a file then holds its lock.
+    Files files;
+    for (uint64_t f = 0; f < kMaxFiles; f++) files[f] = devices_[f]->config();
     Buffers::ForkToken token = buffers_->BeforeFork(writes);
     const pid_t pid = fork();
     if (pid == 0) {
       buffers_->AfterForkChild();
-      Process child(op.body, index + 1, shared_, config_, buffers_);
+      Process child(op.body, index + 1, shared_, config_, buffers_, &files);
       child.Run();
       _exit(0);
     }
@@ -296,6 +363,10 @@ class Process {
       buffers_->ChildGone(token);
       return out;
     }
+    // For kill_child and mrelease: a pidfd names this child even once it is
+    // reaped, so no later process can take its place.
+    const size_t child = child_of_.at(index);
+    if (child < kMaxChildren) pidfds_[child] = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
     if (op.args[0] == 0) {  // wait=no: reaped when this process's block ends
       unwaited_.emplace_back(pid, std::move(token));
       out.ret = pid;
@@ -324,12 +395,31 @@ class Process {
     return out;
   }
 
+  // The counters of the lowest open file after the balance check of every
+  // file; `balanced` (the last) only if all of them are.
+  std::vector<uint64_t> CheckedCounters() {
+    std::vector<uint64_t> out;
+    for (const std::unique_ptr<Device>& d : devices_) {
+      const std::vector<uint64_t> c = d->CheckedCounters();
+      if (c.empty()) continue;
+      if (out.empty()) {
+        out = c;
+      } else {
+        out.back() &= c.back();
+      }
+    }
+    return out;
+  }
+
   uint32_t first_;
   SharedRun* shared_;
   RunConfig config_;
   Buffers* buffers_;
   HostCaller host_;
-  Device device_;
+  std::array<std::unique_ptr<Device>, kMaxFiles> devices_;
+  // Per fork of this process, in program order; -1 until it is made.
+  std::array<std::atomic<int>, kMaxChildren> pidfds_;
+  std::unordered_map<uint32_t, size_t> child_of_;  // a fork's op index: its number
   std::vector<Planned> main_;
   std::vector<Life> lives_;
   std::unordered_map<uint32_t, size_t> life_of_;
@@ -351,7 +441,7 @@ void RunProgram(const Program& program, SharedRun* shared, const RunConfig& conf
   // Only what the program uses: every syscall costs under TCG.
   if (UsesFailProbability(program.ops)) faults::MarkProcess();
   Buffers buffers(config.buffer_base);
-  Process(program.ops, 0, shared, config, &buffers).Run();
+  Process(program.ops, 0, shared, config, &buffers, nullptr).Run();
 }
 
 }  // namespace svmfuzz

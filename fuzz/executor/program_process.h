@@ -26,6 +26,9 @@ struct SharedRun {
   struct Watch {
     std::atomic<int32_t> op;  // -1: between ops
     std::atomic<uint64_t> start_ns;
+    // The thread's process: one that is gone (a child the program killed)
+    // holds no op, whatever `op` says.
+    std::atomic<int32_t> pid;
   };
 
   proto::OpResult ops[kMaxOps];

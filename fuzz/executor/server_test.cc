@@ -230,6 +230,87 @@ TEST_F(ServerTest, DeviceActionsAskTheHost) {
   EXPECT_TRUE(r.ops[2].flags & proto::kOpUnsupported);
 }
 
+TEST_F(ServerTest, OpenDevNamesTheDeviceOfItsFilesActions) {
+  StartExec(
+      "open_dev file=1 dev=2 personality=slow\n"
+      "mmap buf=0 pages=1 kind=anon prot=rw\n"
+      "mirror buf=0 off=0 pages=1 write=no file=1\n"
+      "drop_acks count=1 file=1\n"
+      "fail_dma count=1\n");
+  std::vector<uint8_t> devices;
+  for (int i = 0; i < 2; i++) {
+    const proto::Frame f = Receive();
+    ASSERT_EQ(f.type, MsgType::kDevice);
+    proto::DeviceRequest req;
+    ASSERT_TRUE(proto::Decode(f.payload, &req));
+    devices.push_back(req.device);
+    Send(MsgType::kDeviceReply, proto::Encode(proto::DeviceReply{req.seq, 0, 0}));
+  }
+  const proto::ExecResult r = FinishExec();
+  EXPECT_EQ(r.status, Status::kOk) << r.message;
+  // No /dev/svmdev2 here: the open and the file's driver ops are unsupported.
+  ASSERT_EQ(r.ops.size(), 5u);
+  EXPECT_TRUE(r.ops[0].flags & proto::kOpUnsupported);
+  EXPECT_TRUE(r.ops[2].flags & proto::kOpUnsupported);
+  // Device-wide actions go to the file's device; file 0's is device 0.
+  EXPECT_EQ(devices, (std::vector<uint8_t>{2, 0}));
+  EXPECT_EQ(r.ops[3].err, 0);
+}
+
+TEST_F(ServerTest, KilledChildIsReleasedAndItsUnfinishedOpIsNoHang) {
+  // The child's sleep outlives the op bound, but the child is dead by then.
+  const proto::ExecResult r = Exec(
+      "mmap buf=0 pages=64 kind=anon prot=rw\n"
+      "write buf=0 off=0 pages=64 seed=1\n"
+      "fork wait=no {\n"
+      "  write buf=0 off=0 pages=64 seed=2\n"
+      "  sleep us=1000000\n"
+      "}\n"
+      "fork wait=no {\n"
+      "  sleep us=300000\n"
+      "}\n"
+      "sleep us=50000\n"
+      "kill_child child=0\n"
+      "mrelease child=0\n"
+      "mrelease child=1\n"
+      "sleep us=200000\n"
+      "sleep us=200000\n"
+      "verify buf=0 off=0 pages=64 seed=1\n",
+      300, 20000);
+  EXPECT_EQ(r.status, Status::kOk) << r.message;
+  ASSERT_EQ(r.ops.size(), 14u);
+  EXPECT_GT(r.ops[2].ret, 0);  // the child's pid
+  EXPECT_TRUE(r.ops[4].flags & proto::kOpStarted);
+  EXPECT_FALSE(r.ops[4].flags & (proto::kOpDone | proto::kOpTimedOut));
+  EXPECT_EQ(r.ops[8].err, 0);
+  EXPECT_EQ(r.ops[9].err, 0);
+  // A child that is alive and not dying has no memory to release yet.
+  EXPECT_EQ(r.ops[10].err, EINVAL);
+  EXPECT_EQ(r.ops[13].err, 0);
+  EXPECT_TRUE(r.mismatches.empty());
+}
+
+TEST_F(ServerTest, MadviseThatKeepsTheContent) {
+  const proto::ExecResult r = Exec(
+      "mmap buf=0 pages=512 kind=huge prot=rw\n"
+      "write buf=0 off=0 pages=512 seed=9\n"
+      "madvise buf=0 off=0 pages=512 advice=pageout\n"
+      "madvise buf=0 off=0 pages=512 advice=willneed\n"
+      "madvise buf=0 off=0 pages=256 advice=populate_read\n"
+      "madvise buf=0 off=256 pages=256 advice=populate_write\n"
+      "madvise buf=0 off=0 pages=512 advice=collapse\n"
+      "verify buf=0 off=0 pages=512 seed=9\n");
+  EXPECT_EQ(r.status, Status::kOk) << r.message;
+  ASSERT_EQ(r.ops.size(), 8u);
+  for (size_t i : {3, 4, 5}) EXPECT_EQ(r.ops[i].err, 0) << i;
+  // MADV_COLLAPSE may find no huge page to be had; it must not change the data.
+  EXPECT_TRUE(r.ops[6].err == 0 || r.ops[6].err == EAGAIN || r.ops[6].err == ENOMEM)
+      << r.ops[6].err;
+  EXPECT_EQ(r.ops[7].err, 0);
+  EXPECT_EQ(r.ops[7].ret, 0);
+  EXPECT_TRUE(r.mismatches.empty());
+}
+
 TEST_F(ServerTest, AHostThatNeverAnswersIsAHangAndItsLateReplyIsDropped) {
   StartExec("delay_acks us=1\nyield\n", 200, 20000);
   const proto::Frame f = Receive();

@@ -46,6 +46,16 @@ std::string ReadAll(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
+// Whether process `pid` has ended (a zombie, or reaped).
+bool ProcessGone(pid_t pid) {
+  if (pid <= 0) return false;
+  const std::string stat = ReadAll("/proc/" + std::to_string(pid) + "/stat");
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return true;
+  const char state = stat[paren + 2];
+  return state == 'Z' || state == 'X';
+}
+
 // A task that would not die: its state letter ('D' if any of its threads
 // sleeps uninterruptibly, else the first thread's) and, for the host's
 // oracle, where each thread sleeps in the kernel, one frame a line as the
@@ -240,6 +250,12 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
       const auto code = static_cast<OpCode>(shared_->ops[op].code);
       if (code == OpCode::kThreadJoin || code == OpCode::kFork) continue;
       const uint64_t due = shared_->watch[i].start_ns + op_ns;
+      if (due <= now && ProcessGone(shared_->watch[i].pid)) {
+        // A child the program killed, or the OOM killer took, left its op
+        // behind. Looked at only past a deadline: a read costs under TCG.
+        shared_->watch[i].op = -1;
+        continue;
+      }
       if (due <= now) {
         shared_->ops[op].flags |= proto::kOpTimedOut;
         if (hung_op < 0) hung_op = op;

@@ -51,7 +51,8 @@ OP_NAMES = (
     "touch", "read", "write", "verify", "mirror", "prefetch", "migrate_to_dev", "migrate_to_sys",
     "dev_read", "dev_write", "dev_atomic", "snapshot", "exclusive", "release", "dev_access",
     "fault_storm", "delay_acks", "drop_acks", "fail_dma", "fail_nth", "failslab",
-    "fail_page_alloc", "drv_fail_alloc", "drv_fail_copy", "oom_kill", "sleep", "yield")
+    "fail_page_alloc", "drv_fail_alloc", "drv_fail_copy", "oom_kill", "sleep", "yield",
+    "open_dev", "kill_child", "mrelease")
 
 
 def op_name(code: int) -> str:
