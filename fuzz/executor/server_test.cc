@@ -236,9 +236,12 @@ TEST_F(ServerTest, OpenDevNamesTheDeviceOfItsFilesActions) {
       "mmap buf=0 pages=1 kind=anon prot=rw\n"
       "mirror buf=0 off=0 pages=1 write=no file=1\n"
       "drop_acks count=1 file=1\n"
-      "fail_dma count=1\n");
+      "fail_dma count=1\n"
+      "fork wait=yes {\n"
+      "  delay_acks us=1 file=1\n"
+      "}\n");
   std::vector<uint8_t> devices;
-  for (int i = 0; i < 2; i++) {
+  for (int i = 0; i < 3; i++) {
     const proto::Frame f = Receive();
     ASSERT_EQ(f.type, MsgType::kDevice);
     proto::DeviceRequest req;
@@ -249,11 +252,12 @@ TEST_F(ServerTest, OpenDevNamesTheDeviceOfItsFilesActions) {
   const proto::ExecResult r = FinishExec();
   EXPECT_EQ(r.status, Status::kOk) << r.message;
   // No /dev/svmdev2 here: the open and the file's driver ops are unsupported.
-  ASSERT_EQ(r.ops.size(), 5u);
+  ASSERT_EQ(r.ops.size(), 7u);
   EXPECT_TRUE(r.ops[0].flags & proto::kOpUnsupported);
   EXPECT_TRUE(r.ops[2].flags & proto::kOpUnsupported);
-  // Device-wide actions go to the file's device; file 0's is device 0.
-  EXPECT_EQ(devices, (std::vector<uint8_t>{2, 0}));
+  // Device-wide actions go to the file's device, file 0's is device 0, and
+  // a fork child's file 1 is its parent's.
+  EXPECT_EQ(devices, (std::vector<uint8_t>{2, 0, 2}));
   EXPECT_EQ(r.ops[3].err, 0);
 }
 
