@@ -271,16 +271,16 @@ TEST_F(ServerTest, KilledChildIsReleasedAndItsUnfinishedOpIsNoHang) {
       "  sleep us=1000000\n"
       "}\n"
       "fork wait=no {\n"
-      "  sleep us=300000\n"
+      "  sleep us=250000\n"
       "}\n"
       "sleep us=50000\n"
       "kill_child child=0\n"
       "mrelease child=0\n"
       "mrelease child=1\n"
-      "sleep us=200000\n"
-      "sleep us=200000\n"
+      "sleep us=300000\n"
+      "sleep us=300000\n"
       "verify buf=0 off=0 pages=64 seed=1\n",
-      300, 20000);
+      500, 20000);
   EXPECT_EQ(r.status, Status::kOk) << r.message;
   ASSERT_EQ(r.ops.size(), 14u);
   EXPECT_GT(r.ops[2].ret, 0);  // the child's pid
