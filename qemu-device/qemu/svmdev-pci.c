@@ -1,17 +1,20 @@
 /*
  * QEMU glue for svmdev: QOM type, PCIe config, BAR0 registers, MSI-X in
- * BAR2, DMA, VRAM as a RAM region, the host control chardev and vmstate.
- * Everything the device does lives in the core (svmdev_core.h); this file
- * only connects it to QEMU.
+ * BAR2, DMA, VRAM as a RAM region, the host control chardev, vmstate and a
+ * bottom half that continues work a register write left. Everything the
+ * device does lives in the core (svmdev_core.h); this file only connects it
+ * to QEMU.
  */
 #include "qemu/osdep.h"
 #include "qemu/error-report.h"
 #include "qemu/log.h"
+#include "qemu/main-loop.h"
 #include "qemu/module.h"
 #include "qemu/timer.h"
 #include "qemu/units.h"
 #include "qapi/error.h"
 #include "chardev/char-fe.h"
+#include "hw/pci/msi.h"
 #include "hw/pci/msix.h"
 #include "hw/pci/pci.h"
 #include "hw/pci/pcie.h"
@@ -33,6 +36,8 @@ struct SvmDevState {
 	MemoryRegion vram;
 	CharBackend chr;
 	svmdev_core *core;
+	/* runs the rest of the work one register write or message started */
+	QEMUBH *bh;
 
 	/* properties */
 	uint64_t vram_size;
@@ -50,10 +55,40 @@ static void svmdev_guest_error(void *opaque, const char *msg)
 	qemu_log_mask(LOG_GUEST_ERROR, "%s\n", msg);
 }
 
+/*
+ * A DMA or an MSI-X message aimed at the device's own registers or MSI-X
+ * table would run the device inside itself, or rewrite its own interrupt
+ * routing: such targets fail like an unassigned address.
+ */
+static bool svmdev_hits_own_bars(SvmDevState *s, uint64_t addr, uint64_t len)
+{
+	static const int bars[] = { SVMDEV_BAR_REGS, SVMDEV_BAR_MSIX };
+	PCIDevice *pdev = PCI_DEVICE(s);
+	uint64_t last = addr + len - 1;
+	size_t i;
+
+	if (len == 0)
+		return false;
+	if (last < addr)
+		return true;
+	for (i = 0; i < ARRAY_SIZE(bars); i++) {
+		pcibus_t base = pci_get_bar_addr(pdev, bars[i]);
+		uint64_t size = pdev->io_regions[bars[i]].size;
+
+		if (base != PCI_BAR_UNMAPPED && size && addr <= base + size - 1 && base <= last)
+			return true;
+	}
+	return false;
+}
+
 static int svmdev_dma_read(void *opaque, uint64_t addr, void *buf, uint64_t len)
 {
 	SvmDevState *s = opaque;
 
+	if (svmdev_hits_own_bars(s, addr, len)) {
+		qemu_log_mask(LOG_GUEST_ERROR, "svmdev: DMA read of its own BARs refused\n");
+		return -1;
+	}
 	return pci_dma_read(PCI_DEVICE(s), addr, buf, len) != MEMTX_OK;
 }
 
@@ -61,15 +96,40 @@ static int svmdev_dma_write(void *opaque, uint64_t addr, const void *buf, uint64
 {
 	SvmDevState *s = opaque;
 
+	if (svmdev_hits_own_bars(s, addr, len)) {
+		qemu_log_mask(LOG_GUEST_ERROR, "svmdev: DMA write to its own BARs refused\n");
+		return -1;
+	}
 	return pci_dma_write(PCI_DEVICE(s), addr, buf, len) != MEMTX_OK;
 }
 
 static void svmdev_raise_irq(void *opaque, unsigned vector)
 {
-	PCIDevice *pdev = PCI_DEVICE(opaque);
+	SvmDevState *s = opaque;
+	PCIDevice *pdev = PCI_DEVICE(s);
 
-	if (msix_enabled(pdev))
-		msix_notify(pdev, vector);
+	if (!msix_enabled(pdev))
+		return;
+	if (svmdev_hits_own_bars(s, msix_get_message(pdev, vector).address, 4)) {
+		qemu_log_mask(LOG_GUEST_ERROR,
+			      "svmdev: MSI-X vector %u aims at its own BARs: not sent\n", vector);
+		return;
+	}
+	msix_notify(pdev, vector);
+}
+
+static void svmdev_schedule(void *opaque)
+{
+	SvmDevState *s = opaque;
+
+	qemu_bh_schedule(s->bh);
+}
+
+static void svmdev_bh(void *opaque)
+{
+	SvmDevState *s = opaque;
+
+	svmdev_core_continue(s->core);
 }
 
 static void svmdev_ctl_send(void *opaque, const void *buf, size_t len)
@@ -95,6 +155,15 @@ static void svmdev_ctl_read(void *opaque, const uint8_t *buf, int size)
 	SvmDevState *s = opaque;
 
 	svmdev_core_ctl_input(s->core, buf, size);
+}
+
+/* A new connection starts with a new message, not the rest of an old one. */
+static void svmdev_ctl_event(void *opaque, QEMUChrEvent event)
+{
+	SvmDevState *s = opaque;
+
+	if (event == CHR_EVENT_OPENED || event == CHR_EVENT_CLOSED)
+		svmdev_core_ctl_reset(s->core);
 }
 
 /* ---- BAR0 ---- */
@@ -134,6 +203,7 @@ static void svmdev_realize(PCIDevice *pdev, Error **errp)
 		.raise_irq = svmdev_raise_irq,
 		.ctl_send = svmdev_ctl_send,
 		.now_ns = svmdev_now_ns,
+		.schedule = svmdev_schedule,
 	};
 	svmdev_config cfg = { .vram_size = s->vram_size, .num_contexts = s->contexts };
 	char err[256] = "";
@@ -168,8 +238,9 @@ static void svmdev_realize(PCIDevice *pdev, Error **errp)
 		goto err_core;
 	for (v = 0; v < SVMDEV_NUM_VECTORS; v++)
 		msix_vector_use(pdev, v);
-	qemu_chr_fe_set_handlers(&s->chr, svmdev_ctl_can_read, svmdev_ctl_read, NULL, NULL,
-				 s, NULL, true);
+	s->bh = qemu_bh_new(svmdev_bh, s);
+	qemu_chr_fe_set_handlers(&s->chr, svmdev_ctl_can_read, svmdev_ctl_read,
+				 svmdev_ctl_event, NULL, s, NULL, true);
 	return;
 
 err_core:
@@ -184,6 +255,8 @@ static void svmdev_exit(PCIDevice *pdev)
 	SvmDevState *s = SVMDEV(pdev);
 
 	qemu_chr_fe_deinit(&s->chr, false);
+	qemu_bh_delete(s->bh);
+	s->bh = NULL;
 	msix_unuse_all_vectors(pdev);
 	msix_uninit_exclusive_bar(pdev);
 	svmdev_core_free(s->core);
@@ -228,9 +301,21 @@ static int svmdev_post_load(void *opaque, int version_id)
 	int ret = svmdev_core_load(s->core, s->state, s->state_len);
 
 	svmdev_post_save(s);
-	if (ret)
+	if (ret) {
 		error_report("svmdev: device state in the snapshot is malformed");
-	return ret ? -EINVAL : 0;
+		return -EINVAL;
+	}
+	/* Work that was left when the snapshot was taken goes on. */
+	qemu_bh_schedule(s->bh);
+	return 0;
+}
+
+/* The stream sizes an allocation: no more than a save can produce. */
+static bool svmdev_state_len_valid(void *opaque, int version_id)
+{
+	SvmDevState *s = opaque;
+
+	return s->state_len <= svmdev_core_state_max(s->core);
 }
 
 static const VMStateDescription svmdev_vmstate = {
@@ -244,6 +329,7 @@ static const VMStateDescription svmdev_vmstate = {
 		VMSTATE_PCI_DEVICE(parent_obj, SvmDevState),
 		VMSTATE_MSIX(parent_obj, SvmDevState),
 		VMSTATE_UINT32(state_len, SvmDevState),
+		VMSTATE_VALIDATE("svmdev state_len", svmdev_state_len_valid),
 		VMSTATE_VBUFFER_ALLOC_UINT32(state, SvmDevState, 1, NULL, state_len),
 		VMSTATE_END_OF_LIST()
 	},
