@@ -76,7 +76,7 @@ enum svmdev_inval_outcome { SVMDEV_INVAL_OUTCOMES };
 
 extern unsigned int svmdev_livelock_bound;
 extern unsigned int svmdev_prefetch_pages;
-extern unsigned int svmdev_fence_warn_ms;
+extern unsigned int svmdev_fence_timeout_ms;
 
 /* One command in flight, matched to its completion by seq. */
 struct svmdev_req {
@@ -132,6 +132,7 @@ struct svmdev_knob_state {
 	bool livelock;
 	atomic_t leak_page;
 	atomic_t imbalance;
+	bool fence_forever;
 };
 
 /* An open file bound to an mm and one device context. */
@@ -142,6 +143,7 @@ struct svmdev_mirror {
 	bool compat;			/* a /dev/hmm_dmirrorN file */
 	bool dying;			/* being destroyed: retry loops give up */
 	unsigned int personality;
+	int restarts_seen;		/* sdev->restarts last told to user space */
 	u64 kcov_handle;		/* of the binding task, for the fault worker */
 	struct svmdev_mmn mmn;
 	struct svmdev_knob_state knobs;
@@ -180,6 +182,7 @@ struct svmdev {
 	bool use_irq;
 	bool draining;			/* being removed: no new device pages */
 	bool dead;			/* removed: no MMIO, no new commands */
+	atomic_t restarts;		/* ring restarts: work in flight was lost */
 
 	/* rings in DMA-coherent memory */
 	struct svmdev_cmd *cmdq;
@@ -202,7 +205,7 @@ struct svmdev {
 	struct svmdev_req *slots[SVMDEV_MAX_INFLIGHT];
 	wait_queue_head_t slot_wq;	/* waiters for a free slot or ring space */
 
-	/* only the fault worker touches the fault ring head */
+	/* the fault worker's, under q_lock: a ring restart resets it */
 	u32 fltq_head;
 	struct workqueue_struct *wq;
 	struct work_struct fault_work;
@@ -236,6 +239,19 @@ struct svmdev {
 	atomic64_t ctr[SVMDEV_NUM_CTRS];
 };
 
+/* [addr, addr + npages pages) as [*start, *end), if user space can map it. */
+static inline int svmdev_check_range(u64 addr, u64 npages, unsigned long *start,
+				     unsigned long *end)
+{
+	if (!npages || (addr & ~PAGE_MASK) || npages > (TASK_SIZE >> PAGE_SHIFT))
+		return -EINVAL;
+	if (addr >= TASK_SIZE || (TASK_SIZE - addr) >> PAGE_SHIFT < npages)
+		return -EINVAL;
+	*start = addr;
+	*end = addr + (npages << PAGE_SHIFT);
+	return 0;
+}
+
 static inline void svmdev_count(struct svmdev *sdev, unsigned int ctr)
 {
 	atomic64_inc(&sdev->ctr[ctr]);
@@ -248,6 +264,9 @@ void svmdev_req_init(struct svmdev_req *req);
 int svmdev_submit(struct svmdev *sdev, struct svmdev_cmd *cmd,
 		  struct svmdev_req *req, bool atomic);
 int svmdev_wait(struct svmdev *sdev, struct svmdev_req *req, const char *what);
+int svmdev_wait_ms(struct svmdev *sdev, struct svmdev_req *req,
+		   const char *what, unsigned int ms);
+void svmdev_restart(struct svmdev *sdev);
 bool svmdev_wait_atomic(struct svmdev *sdev, struct svmdev_req *req,
 			unsigned int usecs);
 int svmdev_exec(struct svmdev *sdev, struct svmdev_cmd *cmd,
@@ -266,10 +285,12 @@ int svmdev_pt_reserve(struct svmdev_mirror *mirror, unsigned int n);
 int svmdev_pt_set(struct svmdev_mirror *mirror, unsigned long va, u64 leaf,
 		  u64 *old);
 u64 svmdev_pt_get(struct svmdev_mirror *mirror, unsigned long va);
+bool svmdev_pt_any(struct svmdev_mirror *mirror, unsigned long start,
+		   unsigned long end, u64 bits);
 bool svmdev_pt_clear(struct svmdev_mirror *mirror, unsigned long start,
 		     unsigned long end, bool blockable);
-int svmdev_invalidate(struct svmdev_mirror *mirror, unsigned long start,
-		      unsigned long end);
+void svmdev_invalidate(struct svmdev_mirror *mirror, unsigned long start,
+		       unsigned long end);
 
 /* svmdev_mirror.c: binding, notifiers, the mirror loop, device faults */
 struct svmdev_mirror *svmdev_mirror_create(struct svmdev *sdev, bool compat,

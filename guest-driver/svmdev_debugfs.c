@@ -24,7 +24,7 @@ static const char *const svmdev_drv_names[SVMDEV_NUM_CTRS] = {
 	"migrate_retry", "exclusive_retry", "invalidations",
 	"inval_nonblock_fail", "fence_timeouts", "to_dev", "to_ram",
 	"cpu_faults", "evicted", "livelock", "copy_errors", "dev_errors",
-	"vram_free",
+	"vram_free", "ring_restarts", "exclusive_thp",
 };
 
 static int svmdev_counters_show(struct seq_file *m, void *unused)

@@ -53,22 +53,15 @@ static int dmirror_rw(struct svmdev_mirror *mirror, struct hmm_dmirror_cmd *cmd,
 	struct svmdev *sdev = mirror->sdev;
 	unsigned long size = cmd->npages << PAGE_SHIFT, i;
 	u8 kind = write ? SVMDEV_ACC_WRITE : SVMDEV_ACC_READ;
+	u8 __user *uptr = u64_to_user_ptr(cmd->ptr);
 	dma_addr_t dma;
-	void *bounce, *kbuf;
+	void *bounce;
 	int ret = 0;
 
-	kbuf = kvmalloc(size, GFP_KERNEL);
-	if (!kbuf)
-		return -ENOMEM;
+	/* page by page through one bounce page: npages is the caller's */
 	bounce = dma_alloc_coherent(sdev->dev, PAGE_SIZE, &dma, GFP_KERNEL);
-	if (!bounce) {
-		ret = -ENOMEM;
-		goto out_kbuf;
-	}
-	if (write && copy_from_user(kbuf, u64_to_user_ptr(cmd->ptr), size)) {
-		ret = -EFAULT;
-		goto out_bounce;
-	}
+	if (!bounce)
+		return -ENOMEM;
 	for (i = 0; i < cmd->npages; i++) {
 		unsigned long va = cmd->addr + (i << PAGE_SHIFT);
 		struct svmdev_req req;
@@ -77,40 +70,36 @@ static int dmirror_rw(struct svmdev_mirror *mirror, struct hmm_dmirror_cmd *cmd,
 		req.hint_start = va;
 		req.hint_end = cmd->addr + size;
 		req.nofault = nofault;
-		if (write)
-			memcpy(bounce, kbuf + (i << PAGE_SHIFT), PAGE_SIZE);
+		if (write && copy_from_user(bounce, uptr + (i << PAGE_SHIFT), PAGE_SIZE)) {
+			ret = -EFAULT;
+			break;
+		}
 		ret = svmdev_device_access(mirror, va,
 					   SVMDEV_ACC_ARG1(kind, PAGE_SIZE, 0),
 					   SVMDEV_ACC_F_BUF, 0, 0, dma, &req);
 		cmd->faults += nofault ? 0 : req.faults;
 		if (ret)
 			break;
-		if (!write)
-			memcpy(kbuf + (i << PAGE_SHIFT), bounce, PAGE_SIZE);
+		if (!write && copy_to_user(uptr + (i << PAGE_SHIFT), bounce, PAGE_SIZE)) {
+			ret = -EFAULT;
+			break;
+		}
 		cmd->cpages++;
 	}
-	if (!ret && !write && copy_to_user(u64_to_user_ptr(cmd->ptr), kbuf, size))
-		ret = -EFAULT;
-out_bounce:
 	dma_free_coherent(sdev->dev, PAGE_SIZE, bounce, dma);
-out_kbuf:
-	kvfree(kbuf);
 	return ret;
 }
 
 static int dmirror_check_exclusive(struct svmdev_mirror *mirror,
 				   struct hmm_dmirror_cmd *cmd)
 {
-	unsigned long i;
-	int ret = 0;
+	unsigned long start = cmd->addr, end = start + (cmd->npages << PAGE_SHIFT);
+	bool any;
 
 	mutex_lock(&mirror->pt_lock);
-	for (i = 0; i < cmd->npages && !ret; i++)
-		if (svmdev_pt_get(mirror, cmd->addr + (i << PAGE_SHIFT)) &
-		    SVMDEV_PTE_ATOMIC)
-			ret = -EPERM;
+	any = svmdev_pt_any(mirror, start, end, SVMDEV_PTE_ATOMIC);
 	mutex_unlock(&mirror->pt_lock);
-	return ret;
+	return any ? -EPERM : 0;
 }
 
 /* ---- SNAPSHOT: what hmm_range_fault() reports, without faulting ---- */
@@ -258,15 +247,11 @@ static long dmirror_ioctl(struct file *filp, unsigned int command,
 
 	if (copy_from_user(&cmd, uarg, sizeof(cmd)))
 		return -EFAULT;
-	if (cmd.addr & ~PAGE_MASK)
-		return -EINVAL;
-	if (cmd.npages > (TASK_SIZE >> PAGE_SHIFT) ||
-	    cmd.addr >= cmd.addr + (cmd.npages << PAGE_SHIFT))
-		return -EINVAL;
+	ret = svmdev_check_range(cmd.addr, cmd.npages, &start, &end);
+	if (ret)
+		return ret;
 	if (READ_ONCE(mirror->sdev->dead))
 		return -ENODEV;
-	start = cmd.addr;
-	end = start + (cmd.npages << PAGE_SHIFT);
 	cmd.cpages = 0;
 	cmd.faults = 0;
 

@@ -46,18 +46,6 @@ static int svmdev_release_file(struct inode *inode, struct file *filp)
 	return 0;
 }
 
-static int svmdev_check_range(u64 addr, u64 npages, unsigned long *start,
-			      unsigned long *end)
-{
-	if (!npages || (addr & ~PAGE_MASK) || npages > (TASK_SIZE >> PAGE_SHIFT))
-		return -EINVAL;
-	if (addr >= TASK_SIZE || (TASK_SIZE - addr) >> PAGE_SHIFT < npages)
-		return -EINVAL;
-	*start = addr;
-	*end = addr + (npages << PAGE_SHIFT);
-	return 0;
-}
-
 static int svmdev_ioc_bind(struct svmdev_file *sf, void __user *uarg)
 {
 	struct svmdev_mirror *mirror;
@@ -240,6 +228,7 @@ static int svmdev_ioc_knobs(struct svmdev_mirror *mirror, void __user *uarg)
 	WRITE_ONCE(k->livelock, !!u.break_livelock);
 	atomic_set(&k->leak_page, min_t(u64, u.break_leak_page, INT_MAX));
 	atomic_set(&k->imbalance, min_t(u64, u.break_imbalance, INT_MAX));
+	WRITE_ONCE(k->fence_forever, !!u.break_fence_wait);
 	return 0;
 }
 
@@ -270,6 +259,21 @@ static int svmdev_ioc_counters(struct svmdev_mirror *mirror, void __user *uarg,
 	return ret;
 }
 
+/*
+ * After a ring restart the next device ioctl of each file fails once with
+ * -EIO: work the device lost may have been this file's, as when a fence of
+ * its munmap() timed out, and nothing else would tell user space.
+ */
+static bool svmdev_restart_seen(struct svmdev_mirror *mirror)
+{
+	int restarts = atomic_read(&mirror->sdev->restarts);
+
+	if (READ_ONCE(mirror->restarts_seen) == restarts)
+		return false;
+	WRITE_ONCE(mirror->restarts_seen, restarts);
+	return true;
+}
+
 static long svmdev_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 {
 	struct svmdev_file *sf = filp->private_data;
@@ -285,6 +289,9 @@ static long svmdev_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 		return -ENOTCONN;
 	if (READ_ONCE(sf->sdev->dead))
 		return -ENODEV;
+	if (cmd != SVMDEV_IOC_KNOBS && cmd != SVMDEV_IOC_COUNTERS &&
+	    cmd != SVMDEV_IOC_CHECK && svmdev_restart_seen(mirror))
+		return -EIO;
 
 	switch (cmd) {
 	case SVMDEV_IOC_MIRROR:

@@ -37,10 +37,10 @@ unsigned int svmdev_prefetch_pages = 16;
 module_param_named(prefetch_pages, svmdev_prefetch_pages, uint, 0644);
 MODULE_PARM_DESC(prefetch_pages, "Pages mirrored around a device fault");
 
-unsigned int svmdev_fence_warn_ms = 5000;
-module_param_named(fence_warn_ms, svmdev_fence_warn_ms, uint, 0644);
-MODULE_PARM_DESC(fence_warn_ms,
-		 "Report a command whose completion takes longer than this");
+unsigned int svmdev_fence_timeout_ms = 2000;
+module_param_named(fence_timeout_ms, svmdev_fence_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(fence_timeout_ms,
+		 "Restart the rings when a command is not completed after this long (0: wait for ever)");
 
 static DEFINE_IDA(svmdev_ida);
 
@@ -102,7 +102,7 @@ int svmdev_status_errno(u32 status)
 	case SVMDEV_STATUS_CANCELLED:
 		return -EFAULT;
 	case SVMDEV_STATUS_ABORTED:
-		return -ENODEV;
+		return -ECANCELED;
 	case SVMDEV_STATUS_BAD_ARG:
 	case SVMDEV_STATUS_BAD_CTX:
 	case SVMDEV_STATUS_BAD_OPCODE:
@@ -280,27 +280,34 @@ int svmdev_submit(struct svmdev *sdev, struct svmdev_cmd *cmd,
 }
 
 /*
- * Waits for a request's completion. A fence is not abandoned: after
- * fence_warn_ms it is reported once and the wait goes on, since the pages
- * behind it must not be reused before the device acknowledges.
+ * Waits for a request's completion for at most @ms (0: for ever). A device
+ * that has not completed it by then is taken to have lost it, as real
+ * devices lose work: its rings are restarted, which completes the request
+ * with ABORTED (-ECANCELED) after the device has dropped its translations.
  */
-int svmdev_wait(struct svmdev *sdev, struct svmdev_req *req, const char *what)
+int svmdev_wait_ms(struct svmdev *sdev, struct svmdev_req *req,
+		   const char *what, unsigned int ms)
 {
 	unsigned long step = req->irq ? HZ / 10 : 1;
-	unsigned long start = jiffies;
-	bool reported = false;
+	unsigned long deadline = jiffies + msecs_to_jiffies(ms);
 
 	while (!wait_for_completion_timeout(&req->done, step)) {
 		svmdev_process_cpl(sdev);
-		if (!reported && svmdev_fence_warn_ms &&
-		    time_after(jiffies, start + msecs_to_jiffies(svmdev_fence_warn_ms))) {
-			reported = true;
+		if (ms && time_after(jiffies, deadline) &&
+		    !completion_done(&req->done)) {
 			svmdev_count(sdev, SVMDEV_CTR_FENCE_TIMEOUTS);
-			dev_err(sdev->dev, "svmdev: %s seq %llu not completed after %u ms\n",
-				what, req->seq, svmdev_fence_warn_ms);
+			dev_warn(sdev->dev, "%s seq %llu not completed after %u ms: restarting rings\n",
+				 what, req->seq, ms);
+			svmdev_restart(sdev);
+			deadline = jiffies + msecs_to_jiffies(ms);
 		}
 	}
 	return svmdev_status_errno(req->status);
+}
+
+int svmdev_wait(struct svmdev *sdev, struct svmdev_req *req, const char *what)
+{
+	return svmdev_wait_ms(sdev, req, what, svmdev_fence_timeout_ms);
 }
 
 /* Polls for a completion for at most @usecs; false if it did not come. */
@@ -424,13 +431,36 @@ static int svmdev_enable(struct svmdev *sdev)
 }
 
 /*
+ * Restarts the rings with nothing in flight. The device drops its TLB and
+ * every stalled access when its rings are enabled (device-spec.md, "Ring
+ * restart"), so the requests are completed as ABORTED only after that: an
+ * aborted INVALIDATE is then a complete one. A device that refuses the new
+ * rings is reset, which drops its contexts too, and is dead to the driver.
+ */
+void svmdev_restart(struct svmdev *sdev)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&sdev->q_lock, flags);
+	if (!sdev->dead) {
+		if (svmdev_enable(sdev)) {
+			writel(SVMDEV_CTRL_RESET, sdev->regs + SVMDEV_REG_CONTROL);
+			sdev->dead = true;
+		}
+		atomic_inc(&sdev->restarts);
+		svmdev_count(sdev, SVMDEV_CTR_RING_RESTARTS);
+	}
+	svmdev_abort_all_locked(sdev);
+	spin_unlock_irqrestore(&sdev->q_lock, flags);
+}
+
+/*
  * Error interrupt: log the status and, if a ring DMA failed and halted the
  * device, restart it with empty rings. Requests in flight are lost then.
  */
 static void svmdev_error_work(struct work_struct *work)
 {
 	struct svmdev *sdev = container_of(work, struct svmdev, error_work);
-	unsigned long flags;
 	u32 code, status;
 	u64 addr;
 
@@ -446,13 +476,9 @@ static void svmdev_error_work(struct work_struct *work)
 	status = readl(sdev->regs + SVMDEV_REG_STATUS);
 	if (!(status & SVMDEV_STS_HALTED))
 		return;
-	dev_err(sdev->dev, "device halted (error %u at %#llx): restarting rings\n",
-		code, addr);
-	spin_lock_irqsave(&sdev->q_lock, flags);
-	svmdev_abort_all_locked(sdev);
-	if (svmdev_enable(sdev))
-		sdev->dead = true;
-	spin_unlock_irqrestore(&sdev->q_lock, flags);
+	dev_warn(sdev->dev, "device halted (error %u at %#llx): restarting rings\n",
+		 code, addr);
+	svmdev_restart(sdev);
 }
 
 static int svmdev_setup_irqs(struct svmdev *sdev)

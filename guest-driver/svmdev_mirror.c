@@ -252,6 +252,7 @@ struct svmdev_mirror *svmdev_mirror_create(struct svmdev *sdev, bool compat,
 	xa_init(&mirror->ranges);
 	mirror->mm = current->mm;
 	mmgrab(mirror->mm);
+	mirror->restarts_seen = atomic_read(&sdev->restarts);
 
 	ret = svmdev_pt_init(mirror);
 	if (ret)
@@ -455,6 +456,27 @@ static unsigned long svmdev_commit(struct svmdev_mirror *mirror,
 	return mapped;
 }
 
+/*
+ * Whether a write fault found one of our device pages that the CPU maps
+ * read-only. hmm_range_fault() reports the caller's own device-private
+ * pages as they are, without faulting them for write, so replaying the
+ * device's write would fault again for ever.
+ */
+static bool svmdev_needs_write_fault(struct svmdev *sdev, struct hmm_range *hr,
+				     unsigned long n)
+{
+	unsigned long i;
+
+	for (i = 0; i < n; i++) {
+		unsigned long pfn = hr->hmm_pfns[i];
+
+		if ((pfn & HMM_PFN_VALID) && !(pfn & (HMM_PFN_WRITE | HMM_PFN_ERROR)) &&
+		    svmdev_is_our_page(sdev, hmm_pfn_to_page(pfn)))
+			return true;
+	}
+	return false;
+}
+
 static int svmdev_range_fault(struct svmdev_mirror *mirror,
 			      struct svmdev_range *r, unsigned long start,
 			      unsigned long end, bool write, bool fault,
@@ -469,7 +491,8 @@ static int svmdev_range_fault(struct svmdev_mirror *mirror,
 		.end = end,
 		.dev_private_owner = sdev,
 	};
-	bool reported = false;
+	bool reported = false, migrated = false;
+	unsigned long moved;
 	u64 *dmas;
 	int ret;
 
@@ -503,6 +526,21 @@ static int svmdev_range_fault(struct svmdev_mirror *mirror,
 		}
 		if (ret)
 			break;
+		if (fault && write && svmdev_needs_write_fault(sdev, &hr, n)) {
+			/*
+			 * Bring the pages home once, so that the CPU's write
+			 * fault decides: copy-on-write, or -EPERM on a
+			 * read-only mapping. Pages that will not move are a
+			 * write the CPU does not allow either.
+			 */
+			ret = -EPERM;
+			if (migrated)
+				break;
+			migrated = true;
+			moved = 0;
+			svmdev_migrate_to_sys(mirror, start, end, &moved);
+			continue;
+		}
 		ret = svmdev_map_pfns(sdev, &hr, dmas, n);
 		if (ret)
 			break;
@@ -538,18 +576,41 @@ out_free:
  * are faulted in (for write if @write) like a device fault would; without,
  * only what the CPU maps already is mirrored.
  */
+/*
+ * The first address at or after @addr, below @end, that a VMA covers, or
+ * @end: a hole gets no interval notifier.
+ */
+static unsigned long svmdev_next_mapped(struct mm_struct *mm,
+					unsigned long addr, unsigned long end)
+{
+	struct vm_area_struct *vma;
+
+	mmap_read_lock(mm);
+	vma = find_vma(mm, addr);
+	addr = !vma || vma->vm_start >= end ? end : max(addr, vma->vm_start);
+	mmap_read_unlock(mm);
+	return addr;
+}
+
 int svmdev_mirror_fault(struct svmdev_mirror *mirror, unsigned long start,
 			unsigned long end, bool write, bool fault,
 			unsigned long *done, unsigned long *retries)
 {
 	unsigned long addr, next;
+	struct svmdev_range *r;
 	int ret = 0;
 
 	if (!mmget_not_zero(mirror->mm))
 		return -ESRCH;
 	for (addr = start; addr < end; addr = next) {
-		struct svmdev_range *r = svmdev_range_get(mirror, addr);
-
+		/* a faulting mirror fails on a hole; a snapshot steps over it */
+		if (!fault) {
+			addr = svmdev_next_mapped(mirror->mm, addr, end);
+			if (addr == end)
+				break;
+			cond_resched();
+		}
+		r = svmdev_range_get(mirror, addr);
 		next = min(ALIGN(addr + 1, SVMDEV_RANGE_SIZE), end);
 		if (IS_ERR(r)) {
 			ret = PTR_ERR(r);
@@ -574,6 +635,34 @@ static void svmdev_release_pages(struct page **pages, unsigned long n)
 		unlock_page(pages[i]);
 		put_page(pages[i]);
 	}
+}
+
+/*
+ * Counts the pages of a refused batch that are tail pages of a large folio:
+ * make_device_exclusive_range() in 6.12 refuses those whatever happens, so
+ * a device atomic on one can never succeed (SVMDEV_CTR_EXCL_THP tells that
+ * apart from a contended folio lock).
+ */
+static void svmdev_count_thp_tails(struct svmdev_mirror *mirror,
+				   unsigned long start, struct page **pages,
+				   unsigned long n, long got)
+{
+	struct mm_struct *mm = mirror->mm;
+	unsigned long i;
+	struct page *p;
+
+	mmap_read_lock(mm);
+	for (i = 0; i < n; i++) {
+		if (i < got && pages[i])
+			continue;
+		if (get_user_pages_remote(mm, start + (i << PAGE_SHIFT), 1,
+					  FOLL_GET | FOLL_WRITE, &p, NULL) != 1)
+			continue;
+		if (PageTail(p))
+			svmdev_count(mirror->sdev, SVMDEV_CTR_EXCL_THP);
+		put_page(p);
+	}
+	mmap_read_unlock(mm);
 }
 
 /* One batch of device-exclusive mappings within one range. */
@@ -626,6 +715,8 @@ static int svmdev_exclusive_batch(struct svmdev_mirror *mirror,
 		if (ret) {
 			svmdev_unmap_dmas(sdev, dmas, n);
 			svmdev_release_pages(pages, got);
+			if (ret == -EBUSY)
+				svmdev_count_thp_tails(mirror, start, pages, n, got);
 			return ret;
 		}
 
@@ -894,15 +985,21 @@ void svmdev_fault_work(struct work_struct *work)
 	struct svmdev *sdev = container_of(work, struct svmdev, fault_work);
 	u32 mask = SVMDEV_FLTQ_ENTRIES - 1, tail;
 	struct svmdev_fault rec;
+	unsigned long flags;
 
 	while (!READ_ONCE(sdev->dead)) {
+		/* under q_lock: a ring restart resets the head */
+		spin_lock_irqsave(&sdev->q_lock, flags);
 		tail = readl(sdev->regs + SVMDEV_REG_FLTQ_TAIL);
-		if (tail > mask || tail == sdev->fltq_head)
+		if (sdev->dead || tail > mask || tail == sdev->fltq_head) {
+			spin_unlock_irqrestore(&sdev->q_lock, flags);
 			break;
+		}
 		dma_rmb();
 		memcpy(&rec, &sdev->fltq[sdev->fltq_head], sizeof(rec));
 		sdev->fltq_head = (sdev->fltq_head + 1) & mask;
 		writel(sdev->fltq_head, sdev->regs + SVMDEV_REG_FLTQ_HEAD);
+		spin_unlock_irqrestore(&sdev->q_lock, flags);
 		svmdev_handle_fault(sdev, &rec);
 	}
 }

@@ -183,6 +183,14 @@ static void svmdev_abandon(struct svmdev *sdev, struct svmdev_req *req)
 	spin_unlock_irqrestore(&sdev->q_lock, flags);
 }
 
+/*
+ * Fences [start, end) with INVALIDATE. A blockable fence always completes:
+ * by the device's acknowledgement, or by a ring restart, after which the
+ * device holds no translation at all (device-spec.md, "Ring restart"). An
+ * error other than the restart's ABORTED says the device did not do the
+ * invalidation, so the rings are restarted for it. A dead device was reset
+ * and has no contexts left. A non-blockable fence may give up with -EAGAIN.
+ */
 static int svmdev_fence(struct svmdev_mirror *mirror, unsigned long start,
 			unsigned long end, bool blockable)
 {
@@ -193,42 +201,78 @@ static int svmdev_fence(struct svmdev_mirror *mirror, unsigned long start,
 		.arg = { start, end - start },
 	};
 	struct svmdev_req req;
+	unsigned int ms;
 	int ret;
 
 	svmdev_req_init(&req);
 	if (blockable) {
-		ret = svmdev_exec(sdev, &cmd, &req, "INVALIDATE");
-		return ret == -ENODEV ? 0 : ret;
+		/* test-only: the fence of a lost acknowledgement never ends */
+		ms = READ_ONCE(mirror->knobs.fence_forever) ? 0 :
+		     READ_ONCE(svmdev_fence_timeout_ms);
+		ret = svmdev_submit(sdev, &cmd, &req, false);
+		if (!ret)
+			ret = svmdev_wait_ms(sdev, &req, "INVALIDATE", ms);
+	} else {
+		ret = svmdev_submit(sdev, &cmd, &req, true);
+		if (!ret && !svmdev_wait_atomic(sdev, &req, 2000)) {
+			svmdev_abandon(sdev, &req);
+			svmdev_count(sdev, SVMDEV_CTR_FENCE_TIMEOUTS);
+			return -EAGAIN;
+		}
+		if (!ret)
+			ret = svmdev_status_errno(req.status);
+		/* no ring restart from a context that must not sleep */
+		if (ret && ret != -ECANCELED && ret != -ENODEV)
+			return -EAGAIN;
 	}
-	ret = svmdev_submit(sdev, &cmd, &req, true);
-	if (ret)
-		return ret == -ENODEV ? 0 : ret;
-	if (!svmdev_wait_atomic(sdev, &req, 2000)) {
-		svmdev_abandon(sdev, &req);
-		svmdev_count(sdev, SVMDEV_CTR_FENCE_TIMEOUTS);
-		return -EAGAIN;
-	}
-	return svmdev_status_errno(req.status);
+	if (ret == -ECANCELED || ret == -ENODEV || !ret)
+		return 0;
+	dev_warn(sdev->dev, "INVALIDATE of ctx %u failed (%d): restarting rings\n",
+		 mirror->ctx, ret);
+	svmdev_restart(sdev);
+	return 0;
 }
 
-int svmdev_invalidate(struct svmdev_mirror *mirror, unsigned long start,
-		      unsigned long end)
+void svmdev_invalidate(struct svmdev_mirror *mirror, unsigned long start,
+		       unsigned long end)
 {
-	return svmdev_fence(mirror, start, end, true);
+	svmdev_fence(mirror, start, end, true);
 }
 
-/* The first leaf slot at or after *va, below end, that has a table. */
+/*
+ * The first leaf slot at or after *va, below end, that has a table. A
+ * missing table is skipped whole at its own level, so a range as large as
+ * the address space costs a few hundred steps, not one per 2 MiB.
+ */
 static __le64 *svmdev_pt_next(struct svmdev_mirror *mirror, unsigned long *va,
 			      unsigned long end)
 {
+	lockdep_assert_held(&mirror->pt_lock);
 	while (*va < end) {
-		struct svmdev_pt *pt = svmdev_pt_walk(mirror, *va, false);
+		struct svmdev_pt *pt = mirror->root;
+		int level;
 
+		for (level = SVMDEV_PT_LEVELS - 1; level > 0 && pt; level--)
+			pt = pt->child[SVMDEV_PT_INDEX((u64)*va, level)];
 		if (pt)
 			return &pt->entries[SVMDEV_PT_INDEX((u64)*va, 0)];
-		*va = ALIGN(*va + 1, SVMDEV_HUGE_SIZE);
+		/* the missing table sat at level + 1 of the walk */
+		*va = ALIGN(*va + 1, 1UL << (PAGE_SHIFT + 9 * (level + 1)));
 	}
 	return NULL;
+}
+
+/* Whether any leaf of [start, end) has one of @bits. */
+bool svmdev_pt_any(struct svmdev_mirror *mirror, unsigned long start,
+		   unsigned long end, u64 bits)
+{
+	unsigned long va;
+	__le64 *slot;
+
+	for (va = start; (slot = svmdev_pt_next(mirror, &va, end)); va += PAGE_SIZE)
+		if (le64_to_cpu(*slot) & bits)
+			return true;
+	return false;
 }
 
 /*

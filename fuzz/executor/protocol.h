@@ -18,7 +18,7 @@ inline constexpr uint32_t kMagic = 0x464d5653;  // "SVMF" on the wire
 inline constexpr size_t kHeaderSize = 12;         // magic, type, payload length
 inline constexpr uint32_t kMaxPayload = 16u << 20;
 // ExecRequest.knobs: at most one value per field of struct svmdev_knobs.
-inline constexpr size_t kMaxKnobs = 7;
+inline constexpr size_t kMaxKnobs = 8;
 
 enum class MsgType : uint32_t {
   kReady = 1,     // guest -> host, once: Ready

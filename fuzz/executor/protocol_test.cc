@@ -54,11 +54,11 @@ TEST(Protocol, ExecRequestRoundTripsAndLayout) {
 
 TEST(Protocol, ExecRequestKnobsLayout) {
   // Pinned: pyharness/svmfuzz/protocol_test.py checks the same bytes.
-  const ExecRequest in{5, 0, 0, 0, 0, {0, 0, 0, 0, 1, 0, 0}, {0x22}};  // break_livelock
+  const ExecRequest in{5, 0, 0, 0, 0, {0, 0, 0, 0, 1, 0, 0, 0}, {0x22}};  // break_livelock
   const std::string hex =
-      "05000000000000000000000000000000000000000000000007000000000000000000000000000000"
+      "05000000000000000000000000000000000000000000000008000000000000000000000000000000"
       "00000000000000000000000000000000000000000100000000000000000000000000000000000000"
-      "0000000022";
+      "00000000000000000000000022";
   std::vector<uint8_t> want;
   for (size_t i = 0; i < hex.size(); i += 2)
     want.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));

@@ -131,6 +131,9 @@ struct svmdev_snapshot {
  * @break_livelock: (in) non-zero: the fault retry loop never commits
  * @break_leak_page: (in) leak a reference to this many faulted pages
  * @break_imbalance: (in) count this many extra invalidate_range_start calls
+ * @break_fence_wait: (in) non-zero: a fence the device never acknowledges is
+ *	waited for for ever, instead of restarting the rings after
+ *	fence_timeout_ms
  */
 struct svmdev_knobs {
 	__u64 fail_vram_alloc;
@@ -140,6 +143,7 @@ struct svmdev_knobs {
 	__u64 break_livelock;
 	__u64 break_leak_page;
 	__u64 break_imbalance;
+	__u64 break_fence_wait;
 };
 
 /* driver counters, SVMDEV_CTR_* index svmdev_counters.drv[] */
@@ -161,7 +165,9 @@ struct svmdev_knobs {
 #define SVMDEV_CTR_COPY_ERRORS		15
 #define SVMDEV_CTR_DEV_ERRORS		16	/* error interrupts */
 #define SVMDEV_CTR_VRAM_FREE		17	/* snapshot: free device pages */
-#define SVMDEV_NUM_CTRS			18
+#define SVMDEV_CTR_RING_RESTARTS	18	/* rings restarted: work in flight lost */
+#define SVMDEV_CTR_EXCL_THP		19	/* device-exclusive refused: THP tail page */
+#define SVMDEV_NUM_CTRS			20
 
 /**
  * struct svmdev_counters - counters of the device, driver and this file

@@ -80,6 +80,8 @@ class Drv(enum.IntEnum):
     COPY_ERRORS = 15
     DEV_ERRORS = 16
     VRAM_FREE = 17
+    RING_RESTARTS = 18
+    EXCL_THP = 19
 
 
 HW_COUNTERS = 16
@@ -98,6 +100,7 @@ class Knobs:
     break_livelock: int = 0
     break_leak_page: int = 0
     break_imbalance: int = 0
+    break_fence_wait: int = 0
 
     def values(self) -> list[int]:
         return [getattr(self, f.name) for f in fields(self)]

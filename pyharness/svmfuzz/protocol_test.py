@@ -53,9 +53,9 @@ def test_huge_counts_are_refused():
 
 # Encoded by fuzz/executor/protocol_test.cc (ExecRequestKnobsLayout) from the same request.
 KNOBS_REQUEST_HEX = (
-    "05000000000000000000000000000000000000000000000007000000000000000000000000000000"
+    "05000000000000000000000000000000000000000000000008000000000000000000000000000000"
     "00000000000000000000000000000000000000000100000000000000000000000000000000000000"
-    "0000000022")
+    "00000000000000000000000022")
 
 
 def test_request_knob_bytes_match_the_executor():
@@ -65,8 +65,8 @@ def test_request_knob_bytes_match_the_executor():
     # Fewer values leave the rest 0, as in the executor; more are refused.
     head = bytes.fromhex(KNOBS_REQUEST_HEX)[:24]
     assert p.ExecRequest.decode(head + struct.pack("<IQ", 1, 3)).knobs == p.Knobs(3)
-    with pytest.raises(p.ProtocolError, match="8 knobs"):
-        p.ExecRequest.decode(head + struct.pack("<I8Q", 8, *range(8)))
+    with pytest.raises(p.ProtocolError, match="9 knobs"):
+        p.ExecRequest.decode(head + struct.pack("<I9Q", 9, *range(9)))
 
 
 def test_request_and_ready_round_trip():
