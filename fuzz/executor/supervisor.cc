@@ -99,6 +99,36 @@ bool WaitExit(int fd, uint64_t timeout_ns) {
   }
 }
 
+// How much each driver counter rose from `before` to `after`; empty if either
+// read failed.
+std::vector<uint64_t> Deltas(const std::vector<uint64_t>& before,
+                             const std::vector<uint64_t>& after) {
+  if (before.empty() || after.size() != before.size()) return {};
+  std::vector<uint64_t> out(after.size());
+  for (size_t i = 0; i < out.size(); i++) out[i] = after[i] - before[i];
+  out[SVMDEV_CTR_VRAM_FREE] = 0;  // a level, not a count
+  return out;
+}
+
+// A join or a fork waits for other ops, which are watched on their own.
+bool Waits(OpCode code) { return code == OpCode::kThreadJoin || code == OpCode::kFork; }
+
+// The op that has been running longest, waits aside, or -1.
+int32_t OldestRunningOp(const SharedRun* shared) {
+  const uint32_t watched = std::min<uint32_t>(shared->next_watch, SharedRun::kMaxWatched);
+  int32_t oldest = -1;
+  uint64_t since = UINT64_MAX;
+  for (uint32_t i = 0; i < watched; i++) {
+    const int32_t op = shared->watch[i].op;
+    if (op >= 0 && !Waits(static_cast<OpCode>(shared->ops[op].code)) &&
+        shared->watch[i].start_ns < since) {
+      oldest = op;
+      since = shared->watch[i].start_ns;
+    }
+  }
+  return oldest;
+}
+
 // Names every op's result, so ops the program never reached still say what they were.
 void NameOps(const std::vector<Op>& ops, proto::OpResult* results, size_t* next) {
   for (const Op& op : ops) {
@@ -184,7 +214,7 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
     return result;
   }
   setpgid(pid, pid);
-  Watch(pid, request, start, &relay, &result);
+  Watch(pid, request, start, num_ops, &relay, &result);
   if (remote) kcov_.DisableRemote();
   close(relay_fds[0]);
   result.duration_us = static_cast<uint32_t>((MonotonicNs() - start) / 1000);
@@ -219,7 +249,7 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
 }
 
 void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start,
-                       Relay* relay, proto::ExecResult* result) {
+                       size_t num_ops, Relay* relay, proto::ExecResult* result) {
   const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) {
     // Without a pidfd there is no bounded wait (the guest kernel always has
@@ -235,6 +265,7 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
   const uint64_t deadline = start + program_ms * 1000000;
   bool killed = false;
   int32_t hung_op = -1;
+  Progress progress;
   for (;;) {
     const uint64_t now = MonotonicNs();
     uint64_t next = deadline;
@@ -245,10 +276,8 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
     for (uint32_t i = 0; op_ns != 0 && i < watched; i++) {
       const int32_t op = shared_->watch[i].op;
       if (op < 0) continue;
-      // A join or a fork waits for other ops, which have bounds of their
-      // own; the program's deadline bounds the wait as a whole.
-      const auto code = static_cast<OpCode>(shared_->ops[op].code);
-      if (code == OpCode::kThreadJoin || code == OpCode::kFork) continue;
+      // The program's deadline bounds a wait as a whole.
+      if (Waits(static_cast<OpCode>(shared_->ops[op].code))) continue;
       const uint64_t due = shared_->watch[i].start_ns + op_ns;
       if (due <= now && ProcessGone(shared_->watch[i].pid)) {
         // A child the program killed, or the OOM killer took, left its op
@@ -264,8 +293,25 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
       next = std::min(next, due);
     }
     if (op_ns != 0) next = std::min(next, now + op_ns);
+    if (!overdue && op_ns != 0 && shared_->device_pid != 0) {
+      if (now >= progress.next_ns) {
+        if (Livelocked(num_ops, &progress)) {
+          hung_op = OldestRunningOp(shared_);
+          if (hung_op >= 0) shared_->ops[hung_op].flags |= proto::kOpTimedOut;
+          result->watchdog_deltas = progress.deltas;
+          result->message = "no op completed for " +
+                            std::to_string(kLivelockWindows * kSampleMs) +
+                            " ms while the driver's retry loops kept going round";
+          kill(-pid, SIGKILL);
+          killed = true;
+          break;
+        }
+        progress.next_ns = MonotonicNs() + kSampleMs * 1000000;
+      }
+      next = std::min(next, std::max(progress.next_ns, now));
+    }
     if (overdue) {
-      result->watchdog_deltas = SampleDriver();
+      result->watchdog_deltas = ReadDriver(kSampleMs);
       kill(-pid, SIGKILL);
       killed = true;
       break;
@@ -376,7 +422,7 @@ void Supervisor::Answer(Relay* relay, const proto::DeviceReply& reply) {
   send(relay->program_fd, bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
-std::vector<uint64_t> Supervisor::SampleDriver() {
+std::vector<uint64_t> Supervisor::ReadDriver(uint64_t sample_ms) {
   const pid_t owner = shared_->device_pid;
   const int fd = shared_->device_fd;
   if (owner == 0 || fd < 0) return {};
@@ -387,19 +433,29 @@ std::vector<uint64_t> Supervisor::SampleDriver() {
   const int file = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, fd, 0));
   close(pidfd);
   if (file < 0) return {};
-  std::vector<uint64_t> deltas = DriverCounters(file);
-  if (!deltas.empty()) {
-    usleep(kSampleMs * 1000);
-    const std::vector<uint64_t> after = DriverCounters(file);
-    if (after.size() == deltas.size()) {
-      for (size_t i = 0; i < deltas.size(); i++) deltas[i] = after[i] - deltas[i];
-      deltas[SVMDEV_CTR_VRAM_FREE] = 0;  // a level, not a count
-    } else {
-      deltas.clear();
-    }
+  std::vector<uint64_t> counters = DriverCounters(file);
+  if (!counters.empty() && sample_ms != 0) {
+    usleep(sample_ms * 1000);
+    counters = Deltas(counters, DriverCounters(file));
   }
   close(file);
-  return deltas;
+  return counters;
+}
+
+bool Supervisor::Livelocked(size_t num_ops, Progress* progress) {
+  uint32_t done = 0;
+  for (size_t i = 0; i < num_ops; i++) done += (shared_->ops[i].flags & proto::kOpDone) != 0;
+  std::vector<uint64_t> counters = ReadDriver(0);
+  const bool first = progress->counters.empty();
+  progress->deltas = first ? std::vector<uint64_t>() : Deltas(progress->counters, counters);
+  uint64_t retries = 0;
+  for (const size_t c : {SVMDEV_CTR_HMM_BUSY, SVMDEV_CTR_READ_RETRY, SVMDEV_CTR_EXCL_RETRY})
+    if (c < progress->deltas.size()) retries += progress->deltas[c];
+  const bool stalled = !first && done == progress->done && retries >= kLivelockRetries;
+  progress->stalled = stalled ? progress->stalled + 1 : 0;
+  progress->done = done;
+  progress->counters = std::move(counters);
+  return progress->stalled >= kLivelockWindows;
 }
 
 void Supervisor::ReapOrphans() {

@@ -31,6 +31,14 @@ class Supervisor {
   // its deadline: long enough for a retry loop to go round many times even
   // under TCG.
   static constexpr uint64_t kSampleMs = 250;
+  // A driver program is judged livelocked before its op bound when, for
+  // kLivelockWindows windows of kSampleMs in a row, none of its ops
+  // completed while the driver's retry loops went round at least
+  // kLivelockRetries times a window. A livelocked loop under TCG retries
+  // about a thousand times a window; a program making progress completes
+  // an op within a second.
+  static constexpr int kLivelockWindows = 4;
+  static constexpr uint64_t kLivelockRetries = 100;
 
   Supervisor();
   Supervisor(const Supervisor&) = delete;
@@ -52,16 +60,28 @@ class Supervisor {
     bool host_gone = false; // the port failed: requests get kDeviceUnavailable
   };
 
-  void Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start_ns, Relay* relay,
-             proto::ExecResult* result);
+  // The early livelock verdict's state of one run.
+  struct Progress {
+    uint64_t next_ns = 0;          // when to look again
+    uint32_t done = 0;             // ops completed at the last look
+    std::vector<uint64_t> counters;  // the driver's, at the last look
+    std::vector<uint64_t> deltas;    // over the last window
+    int stalled = 0;               // windows in a row with retries and no op completed
+  };
+
+  void Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start_ns, size_t num_ops,
+             Relay* relay, proto::ExecResult* result);
+  // One look of the early livelock verdict: true once it holds.
+  bool Livelocked(size_t num_ops, Progress* progress);
   // Waits until the program's process exits (true) or `timeout_ns` pass,
   // relaying DEVICE requests meanwhile.
   bool WaitServing(int pidfd, uint64_t timeout_ns, Relay* relay);
   void FromProgram(Relay* relay);
   void FromHost(Relay* relay);
   void Answer(Relay* relay, const proto::DeviceReply& reply);
-  // ExecResult.watchdog_deltas, through the program's device file.
-  std::vector<uint64_t> SampleDriver();
+  // The driver's counters through the program's device file (empty if it
+  // has none); with `sample_ms`, how much each rose over that long.
+  std::vector<uint64_t> ReadDriver(uint64_t sample_ms);
   void ReapOrphans();
 
   uint32_t features_ = 0;
