@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from svmfuzz import protocol
+from svmfuzz import known, protocol
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import REPO_ROOT
 
@@ -450,6 +450,7 @@ class CrashTriage:
 class Bucket:
     title: str
     crashes: list[CrashTriage] = field(default_factory=list)
+    known: str = ""     # why a correct kernel gives this title (known outcomes), or ""
 
 
 def saved_inputs(crashes: Path) -> list[Path]:
@@ -500,10 +501,25 @@ def bucket(results: list[CrashTriage]) -> list[Bucket]:
                                                    -max(c.reproduced for c in b.crashes), b.title))
 
 
-def triage_text(buckets: list[Bucket], skipped: list[dict]) -> str:
-    lines = []
+def mark_known(buckets: list[Bucket], entries: list[known.Known]) -> None:
     for b in buckets:
-        lines.append(f"{b.title}")
+        k = known.match(b.title, entries) if b.title != NO_FINDING else None
+        b.known = k.reason if k else ""
+
+
+def headline(buckets: list[Bucket]) -> str:
+    """The count that matters: findings no known outcome explains."""
+    found = [b for b in buckets if b.title != NO_FINDING]
+    unknown = sum(1 for b in found if not b.known)
+    return (f"{unknown} unknown finding(s), {len(found) - unknown} known, "
+            f"{sum(len(b.crashes) for b in buckets if b.title == NO_FINDING)} input(s) "
+            "that did not reproduce")
+
+
+def triage_text(buckets: list[Bucket], skipped: list[dict]) -> str:
+    lines = [headline(buckets), ""]
+    for b in buckets:
+        lines.append(f"{b.title}" + (f" (known: {b.known})" if b.known else ""))
         for c in b.crashes:
             lines.append(f"  {c.input}: reproduced {c.reproduced}/{c.runs}")
             others = {t: n for t, n in c.titles.items() if t != b.title}
@@ -532,10 +548,26 @@ def _campaign_saw(text: Path) -> list[str]:
 TRIAGE_ERROR = "triage: the run raised"
 
 
-def _triage_run(r, data: bytes, path: Path, log) -> tuple[str, str]:
+def parse_knobs(text: str) -> protocol.Knobs | None:
+    """campaign.conf's `knobs`: space-separated name=value of protocol.Knobs."""
+    if not text.strip():
+        return None
+    names = {f for f in protocol.Knobs.__dataclass_fields__}
+    values = {}
+    for item in text.split():
+        name, sep, value = item.partition("=")
+        if not sep or name not in names or not value.isdigit():
+            raise SvmfuzzError(f"campaign.conf: knobs: want name=number with a name of "
+                               f"{', '.join(sorted(names))}, got {item!r}")
+        values[name] = int(value)
+    return protocol.Knobs(**values)
+
+
+def _triage_run(r, data: bytes, knobs: protocol.Knobs | None, path: Path,
+                log) -> tuple[str, str]:
     """The title of one run of `data` and the console log of its life."""
     try:
-        o = r.run(data)
+        o = r.run(data, knobs)
         return outcome_title(o), str(o.life.console_log)
     except Exception as e:  # noqa: BLE001 - any odd result is the input's finding
         log(f"triage: {path.name}: the run raised {type(e).__name__}: {e}")
@@ -544,9 +576,11 @@ def _triage_run(r, data: bytes, path: Path, log) -> tuple[str, str]:
 
 
 def _write_triage(workdir: Path, repeat: int, results: list[CrashTriage],
-                  skipped: list[dict]) -> list[Bucket]:
+                  skipped: list[dict], entries: list[known.Known]) -> list[Bucket]:
     buckets = bucket(results)
-    report = {"dir": str(workdir), "repeat": repeat,
+    mark_known(buckets, entries)
+    report = {"dir": str(workdir), "repeat": repeat, "headline": headline(buckets),
+              "unknown": sum(1 for b in buckets if b.title != NO_FINDING and not b.known),
               "buckets": [asdict(b) for b in buckets], "skipped": skipped}
     write_atomic(workdir / "triage.json", json.dumps(report, indent=2) + "\n")
     write_atomic(workdir / "triage.txt", triage_text(buckets, skipped))
@@ -563,8 +597,14 @@ def triage_command(args, log) -> int:
     inputs = saved_inputs(workdir / "crashes")
     if not inputs:
         log(f"triage: no saved inputs in {workdir / 'crashes'}")
+    try:
+        entries = known.load(Path(args.known))
+    except known.KnownError as e:
+        raise SvmfuzzError(f"known outcomes: {e}") from e
     conf = read_config(workdir / "campaign.conf")
-    # The programs run as they ran in the campaign.
+    # The programs run as they ran in the campaign, test-only driver knobs
+    # ("knobs = name=value ...") included.
+    knobs = parse_knobs(conf.get("knobs", ""))
     op_timeout_ms = int(conf.get("op_timeout_ms", args.op_timeout_ms))
     program_timeout_ms = int(conf.get("program_timeout_ms", args.program_timeout_ms))
     if not args.append and conf.get("append"):
@@ -593,7 +633,7 @@ def triage_command(args, log) -> int:
                                 why=_campaign_saw(path.with_name(path.name + ".txt")))
                 titles: Counter = Counter()
                 for _ in range(args.repeat):
-                    title, console_log = _triage_run(r, data, path, log)
+                    title, console_log = _triage_run(r, data, knobs, path, log)
                     titles[title] += 1
                     t.runs += 1
                     if title != NO_FINDING and not t.console_log:
@@ -604,10 +644,11 @@ def triage_command(args, log) -> int:
                                                          for k, v in t.titles.items())
                                                or f"{NO_FINDING} (0/{t.runs})"))
                 # What is done so far lasts, whatever becomes of the rest.
-                _write_triage(workdir, args.repeat, results, skipped)
-    buckets = _write_triage(workdir, args.repeat, results, skipped)
+                _write_triage(workdir, args.repeat, results, skipped, entries)
+    buckets = _write_triage(workdir, args.repeat, results, skipped, entries)
     for b in buckets:
         log(f"triage: {b.title}: {len(b.crashes)} input(s), best reproduced "
-            f"{max(c.reproduced for c in b.crashes)}/{args.repeat}")
-    log(f"triage: {len(buckets)} bucket(s), {len(skipped)} skipped; {workdir / 'triage.txt'}")
+            f"{max(c.reproduced for c in b.crashes)}/{args.repeat}"
+            + (f" (known: {b.known})" if b.known else ""))
+    log(f"triage: {headline(buckets)}; {len(skipped)} skipped; {workdir / 'triage.txt'}")
     return 0

@@ -191,7 +191,10 @@ class _FakeRunner:
     def __exit__(self, *exc):
         pass
 
-    def run(self, program):
+    knobs_seen: list = []
+
+    def run(self, program, knobs=None):
+        self.knobs_seen.append(knobs)
         title = self.titles.get(program[-1])
         findings = [Finding(title=title, category="hang", frame="", report="")] if title else []
         result = protocol.ExecResult(id=1, status=protocol.Status.OK, detail=0, duration_us=1)
@@ -236,8 +239,43 @@ def test_triage_reruns_buckets_and_skips_what_it_cannot_run(tmp_path, svmprog, m
     assert "mmap" in hung["program"]
     assert len(report["skipped"]) == 2
     text = (tmp_path / "triage.txt").read_text()
-    assert text.startswith("INFO: task hung in svmdev_fence_wait\n  ")
+    assert text.startswith("2 unknown finding(s), 0 known, 1 input(s) that did not reproduce\n\n"
+                           "INFO: task hung in svmdev_fence_wait\n  ")
     assert "    campaign saw: stuck: a task in state D\n" in text
+    assert report["unknown"] == 2
+
+
+def test_triage_marks_known_outcomes_and_runs_with_the_campaigns_knobs(tmp_path, svmprog,
+                                                                      monkeypatch, capsys):
+    _saved(tmp_path, monkeypatch, _FakeRunner, {"crash-a": 1, "crash-b": 2})
+    (tmp_path / "campaign.conf").write_text("op_timeout_ms = 3000\nknobs = break_fence_wait=1\n")
+    known = tmp_path / "known"
+    known.write_text("INFO: task hung in svmdev_* | the campaign's own breakage knob\n")
+    _FakeRunner.knobs_seen = []
+    assert cli.main(["triage", str(tmp_path), "--build-dir", str(build_dir()),
+                     "--repeat", "1", "--known", str(known)]) == 0
+    out = capsys.readouterr().out
+    assert "1 unknown finding(s), 1 known" in out
+    assert _FakeRunner.knobs_seen == [protocol.Knobs(break_fence_wait=1)] * 2
+    report = json.loads((tmp_path / "triage.json").read_text())
+    assert report["unknown"] == 1
+    assert {b["title"]: b["known"] for b in report["buckets"]} == {
+        "INFO: task hung in svmdev_fence_wait": "the campaign's own breakage knob",
+        "data corruption in dev_read": ""}
+    assert "INFO: task hung in svmdev_fence_wait (known: the campaign's own breakage knob)" in \
+        (tmp_path / "triage.txt").read_text()
+
+
+def test_triage_refuses_a_malformed_known_list_and_bad_knobs(tmp_path, svmprog, monkeypatch):
+    _saved(tmp_path, monkeypatch, _FakeRunner, {"crash-a": 1})
+    known = tmp_path / "known"
+    known.write_text("a title without its reason\n")
+    with pytest.raises(SvmfuzzError, match=r"known:1: want"):
+        campaign.triage_command(cli.make_parser().parse_args(
+            ["triage", str(tmp_path), "--known", str(known)]), print)
+    (tmp_path / "campaign.conf").write_text("knobs = break_everything=1\n")
+    with pytest.raises(SvmfuzzError, match="knobs: want name=number"):
+        campaign.triage_command(cli.make_parser().parse_args(["triage", str(tmp_path)]), print)
 
 
 def test_write_atomic_replaces_the_file_whole(tmp_path):
@@ -345,7 +383,7 @@ class _RaisingRunner(_FakeRunner):
     """Like _FakeRunner; a program ending in 3 gets a result no one can read,
     one ending in 4 stands for triage being killed."""
 
-    def run(self, program):
+    def run(self, program, knobs=None):
         if program[-1] == 3:
             raise protocol.ProtocolError("bad RESULT: 99 is not a valid Status")
         if program[-1] == 4:

@@ -22,8 +22,10 @@ MINUTES = float(os.environ.get("SVMFUZZ_CAMPAIGN_MINUTES", "3"))
 # Under TCG a guest boots in under a minute and runs a few programs a second.
 MIN_EXECS = 10
 MIN_GUEST_PCS = 2000
-# A device that drops the acknowledgement of the unmap's invalidation: the
-# driver waits for that fence in D state, where SIGKILL cannot end it.
+# A device that drops the acknowledgement of the unmap's invalidation, with
+# the driver's break_fence_wait knob (campaign.conf's knobs): the driver waits
+# for that fence for ever, where SIGKILL cannot end it. Without the knob it
+# restarts the device's rings and goes on.
 LOST_ACK = """
     mmap buf=0 pages=4 kind=anon prot=rw
     write buf=0 off=0 pages=4 seed=1
@@ -61,6 +63,8 @@ def test_libfuzzer_campaign_then_triage_of_a_planted_finding(guest_artifacts, sv
     planted = tmp_path / "planted"
     (planted / "crashes").mkdir(parents=True)
     shutil.copy(work / "campaign.conf", planted / "campaign.conf")
+    with open(planted / "campaign.conf", "a") as conf:
+        conf.write("knobs = break_fence_wait=1\n")
     program = runner.encode_texts({"lost_ack": LOST_ACK}, tmp_path, svmprog)["lost_ack"]
     (planted / "crashes" / "crash-lost-ack").write_bytes(program)
     (planted / "crashes" / "crash-empty").write_bytes(b"")
@@ -76,6 +80,7 @@ def test_libfuzzer_campaign_then_triage_of_a_planted_finding(guest_artifacts, sv
     assert "drop_acks count=1" in crash["program"]
     assert Path(crash["console_log"]).is_file()
     assert bucket["title"] in (planted / "triage.txt").read_text()
+    assert report["unknown"] == 1 and not bucket["known"]
 
 
 @pytest.mark.skipif(shutil.which("afl-fuzz") is None, reason="afl-fuzz is not installed")

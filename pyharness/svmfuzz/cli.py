@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from svmfuzz import native
+from svmfuzz import known, native
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import REPO_ROOT, build_dir
 
@@ -161,6 +161,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="when the campaign's own is not known")
     tr.add_argument("--program-timeout-ms", type=int, default=20000,
                     help="when the campaign's own is not known")
+    tr.add_argument("--known", default=str(known.DEFAULT),
+                    help="known outcomes: titles expected on a correct kernel, with their "
+                         "reasons (default: %(default)s)")
     tr.set_defaults(func=_cmd_triage)
     return parser
 

@@ -37,12 +37,15 @@ from svmfuzz.oracles.console import Finding
 
 Drv = protocol.Drv
 
+EXCLUSIVE_LOOP = "svmdev_exclusive"
+# The title of a device-exclusive loop that only ever meets THP tail pages.
+THP_REFUSAL = "device-exclusive refused for THP tail pages"
 # The driver's retry loops by the counter their retries raise, named as in the
 # driver's "livelock suspected in <loop>" line.
 RETRY_LOOPS = {
     Drv.HMM_BUSY: "svmdev_range_fault",
     Drv.READ_RETRY: "svmdev_range_fault",
-    Drv.EXCL_RETRY: "svmdev_exclusive",
+    Drv.EXCL_RETRY: EXCLUSIVE_LOOP,
 }
 # The driver names the place of a balance check; the executor's is SVMDEV_IOC_CHECK.
 BALANCE_CHECK = "check"
@@ -104,9 +107,21 @@ def _livelock(result: protocol.ExecResult) -> list[Finding]:
         return []
     loop = RETRY_LOOPS[max(rose, key=rose.get)]
     counts = ", ".join(f"{c.name.lower()} +{n}" for c, n in rose.items())
-    return [_finding(f"livelock in {loop}", "livelock", loop,
-                     [f"{_where(result)} passed its deadline while the driver's retry counters "
-                      f"kept rising: {counts} in the watchdog's last look"])]
+    report = [f"{_where(result)} passed its deadline while the driver's retry counters "
+              f"kept rising: {counts} in the watchdog's last look"]
+    thp = _delta(result, Drv.EXCL_THP)
+    if loop == EXCLUSIVE_LOOP and thp:
+        # The kernel refuses these pages whatever the driver does: a limit of
+        # make_device_exclusive_range(), listed in corpus/known-outcomes.
+        return [_finding(f"{THP_REFUSAL} in {loop}", "livelock", loop,
+                         report + [f"exclusive_thp +{thp}: the pages refused were tail pages "
+                                   "of a PTE-mapped THP"])]
+    return [_finding(f"livelock in {loop}", "livelock", loop, report)]
+
+
+def _delta(result: protocol.ExecResult, counter: Drv) -> int:
+    d = result.watchdog_deltas
+    return d[counter] if counter < len(d) else 0
 
 
 def _imbalance(result: protocol.ExecResult) -> list[Finding]:

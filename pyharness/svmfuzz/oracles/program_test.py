@@ -41,6 +41,20 @@ def test_retries_rising_past_a_deadline_are_a_livelock_named_after_the_loop():
     assert [f.title for f in judge(r, "")] == ["livelock in svmdev_exclusive"]
 
 
+def test_an_exclusive_loop_refused_thp_tail_pages_is_its_known_outcome_not_a_livelock():
+    from svmfuzz import known
+
+    r = result(watchdog_deltas=deltas(excl_retry=40, excl_thp=40))
+    r.status, r.detail = p.Status.HUNG, 3
+    (f,) = judge(r, "")
+    assert f.title == "device-exclusive refused for THP tail pages in svmdev_exclusive"
+    assert "exclusive_thp +40" in f.report
+    assert known.match(f.title, known.load()) is not None
+    # Tail pages in another loop's window do not excuse it.
+    r.watchdog_deltas = deltas(read_retry=40, excl_thp=40)
+    assert [f.title for f in judge(r, "")] == ["livelock in svmdev_range_fault"]
+
+
 def test_a_deadline_without_rising_retries_is_no_livelock():
     r = result(watchdog_deltas=deltas(faults=2, vram_free=0))
     r.status, r.detail = p.Status.HUNG, 3
