@@ -53,14 +53,15 @@ REAPER = """
       sleep us=1000000
       sleep us=1000000
     }}
-    sleep us=1500000
+    sleep us=1000000
+    sleep us=500000
     kill_child child=0
     mrelease child=0
     mirror buf=0 off=0 pages=64 write=no
     dev_read buf=0 off=0 pages=64
     verify buf=0 off=0 pages=64 seed=3
 """
-R_MIGRATE, R_SLEEP, R_KILL, R_MRELEASE, R_DEV_READ = 7, 8, 11, 12, 14
+R_MIGRATE, R_SLEEP, R_KILL, R_MRELEASE, R_DEV_READ = 7, 8, 12, 13, 15
 
 PROGRAMS = {
     # Files 1 and 2 on one mm: two device contexts, two personalities'
