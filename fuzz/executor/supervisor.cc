@@ -293,7 +293,10 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
       next = std::min(next, due);
     }
     if (op_ns != 0) next = std::min(next, now + op_ns);
-    if (!overdue && op_ns != 0 && shared_->device_pid != 0) {
+    // Look every window: a program opens its device file after it starts.
+    if (!overdue && op_ns != 0 && shared_->device_pid == 0) {
+      next = std::min(next, now + kSampleMs * 1000000);
+    } else if (!overdue && op_ns != 0) {
       if (now >= progress.next_ns) {
         if (Livelocked(num_ops, &progress)) {
           hung_op = OldestRunningOp(shared_);
