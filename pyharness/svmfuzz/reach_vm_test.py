@@ -61,7 +61,13 @@ REAPER = """
     dev_read buf=0 off=0 pages=64
     verify buf=0 off=0 pages=64 seed=3
 """
-R_MIGRATE, R_SLEEP, R_KILL, R_MRELEASE, R_DEV_READ = 7, 8, 12, 13, 15
+R_MIGRATE, R_SLEEPS, R_KILL, R_MRELEASE, R_DEV_READ = 7, (8, 9), 12, 13, 15
+# A start the reaper delivers between the mm's release callbacks in
+# exit_mmap() and the removal of its notifiers never gets its end: the
+# driver's balance check says so when the file closes. The refusing
+# personality's start (and its console line) widens that window. Seen in
+# 6.12; the one finding these programs may give.
+REAPER_RACE = "unbalanced mmu_notifier start/end in file release"
 
 PROGRAMS = {
     # Files 1 and 2 on one mm: two device contexts, two personalities'
@@ -208,13 +214,19 @@ def test_fork_child_binds_its_own_file(guest, programs):
 @pytest.mark.parametrize("personality", PERSONALITIES)
 def test_kill_and_mrelease_a_child_holding_device_memory(guest, programs, personality):
     for _ in range(2):
-        o = clean(guest.run(programs[f"reaper_{personality}"]))
+        o = guest.run(programs[f"reaper_{personality}"])
+        assert o.result is not None and o.result.status == protocol.Status.OK, \
+            runner.describe(o)
+        if personality == "refuse_nonblock":
+            assert {f.title for f in o.findings} <= {REAPER_RACE}, runner.describe(o)
+        else:
+            clean(o)
         ops = o.result.ops
         # The child held its mappings and device pages, and was asleep, when killed.
         ok(o, R_MIGRATE, R_KILL, R_DEV_READ, R_DEV_READ + 1)
         assert ops[R_MIGRATE].ret > 0, runner.describe(o)
-        assert ops[R_SLEEP].flags & protocol.OpFlag.STARTED
-        assert not ops[R_SLEEP].flags & protocol.OpFlag.DONE, runner.describe(o)
+        asleep = [i for i in R_SLEEPS if ops[i].flags & protocol.OpFlag.STARTED]
+        assert asleep and not ops[asleep[-1]].flags & protocol.OpFlag.DONE, runner.describe(o)
         # Reaped, or a non-blocking notifier (the personality's, or an
         # interval one with its lock taken) asked the reaper to come back.
         assert ops[R_MRELEASE].err in (0, errno.EAGAIN), runner.describe(o)
