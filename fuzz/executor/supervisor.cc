@@ -78,7 +78,13 @@ char StuckTasks(pid_t pid, std::string* report) {
     *report += "task " + std::string(e->d_name) + " (" + stat.substr(open + 1, paren - open - 1) +
                ") state " + s + ":\n";
     // "[<0>] func+0x1c/0x40 [module]": the address is hidden from us anyway.
-    std::istringstream stack(ReadAll(task + "/stack"));
+    // A task caught running shows no stack: look again until it sleeps.
+    std::string frames = ReadAll(task + "/stack");
+    for (int i = 0; frames.empty() && i < 50; i++) {
+      usleep(2000);
+      frames = ReadAll(task + "/stack");
+    }
+    std::istringstream stack(frames);
     for (std::string line; std::getline(stack, line);) {
       const size_t frame = line.find("] ");
       *report += " " + (frame == std::string::npos ? line : line.substr(frame + 2)) + "\n";

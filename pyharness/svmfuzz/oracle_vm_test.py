@@ -216,7 +216,7 @@ def test_unkillable_task(guest, programs):
     # Named after where it sleeps, as the hung-task detector would name it.
     f = o.findings[0]
     assert f.category == "hang" and f.title.startswith("INFO: task hung in svmdev_"), f.title
-    assert "svmdev_wait" in [fr.function for fr in f.frames], f.report
+    assert "svmdev_wait_ms" in [fr.function for fr in f.frames], f.report
     assert {g.title for g in o.findings if g.category == "hang"} == {f.title}
     # The task holds the device's fence: the next program gets a fresh guest.
     assert life.end == f"kernel: {f.title}"
