@@ -287,7 +287,8 @@ TEST_F(ServerTest, KilledChildIsReleasedAndItsUnfinishedOpIsNoHang) {
   EXPECT_TRUE(r.ops[4].flags & proto::kOpStarted);
   EXPECT_FALSE(r.ops[4].flags & (proto::kOpDone | proto::kOpTimedOut));
   EXPECT_EQ(r.ops[8].err, 0);
-  EXPECT_EQ(r.ops[9].err, 0);
+  // Reaped, or its exit released its memory first.
+  EXPECT_TRUE(r.ops[9].err == 0 || r.ops[9].err == ESRCH) << r.ops[9].err;
   // A child that is alive and not dying has no memory to release yet.
   EXPECT_EQ(r.ops[10].err, EINVAL);
   EXPECT_EQ(r.ops[13].err, 0);
