@@ -238,7 +238,12 @@ static void svmdev_realize(PCIDevice *pdev, Error **errp)
 		goto err_core;
 	for (v = 0; v < SVMDEV_NUM_VECTORS; v++)
 		msix_vector_use(pdev, v);
+#ifdef qemu_bh_new_guarded
+	/* QEMU blocks the device's own registers while the bottom half runs too. */
+	s->bh = qemu_bh_new_guarded(svmdev_bh, s, &DEVICE(s)->mem_reentrancy_guard);
+#else
 	s->bh = qemu_bh_new(svmdev_bh, s);
+#endif
 	qemu_chr_fe_set_handlers(&s->chr, svmdev_ctl_can_read, svmdev_ctl_read,
 				 svmdev_ctl_event, NULL, s, NULL, true);
 	return;

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from svmfuzz.devctl_test import BAR0, CPLQ, DEV, HW, Device, Vm, qemu_binary
+from svmfuzz.devctl_test import BAR0, CMDQ, CPLQ, DEV, ENTRIES, HW, Device, Vm, qemu_binary
 
 BAR2 = 0xC001_0000
 PCI_CAP_ID_MSIX = 0x11
@@ -119,6 +119,22 @@ def test_copies_to_and_from_its_own_bars_fail(vm):
         assert status == HW["SVMDEV_STATUS_DMA_ERROR"], (args, flags)
         alive(dev)
     assert qt.readl(dev.reg("ERROR_CODE")) == HW["SVMDEV_STATUS_DMA_ERROR"]
+    # The device refused them itself, not only QEMU's guard against re-entrant I/O (which
+    # covers a register write in progress, not the work continued from a bottom half).
+    log = (vm.workdir / "qemu.log").read_text()
+    assert "svmdev: DMA write to its own BARs refused" in log
+    assert "svmdev: DMA read of its own BARs refused" in log
+    assert "Blocked re-entrant IO" not in log
+
+
+def queue(dev: Device, op: str, args, flags: int = 0) -> int:
+    """Writes one command without ringing the doorbell; returns its seq."""
+    dev.seq += 1
+    a = list(args) + [0] * (6 - len(args))
+    dev.qt.write(CMDQ + 64 * dev.cmd_tail,
+                 struct.pack("<BBHIQ6Q", HW[f"SVMDEV_OP_{op}"], flags, 0, 0, dev.seq, *a))
+    dev.cmd_tail = (dev.cmd_tail + 1) % ENTRIES
+    return dev.seq
 
 
 @pytest.mark.vm
@@ -128,12 +144,18 @@ def test_copy_larger_than_a_slice_continues_after_the_doorbell(vm):
     marks = [0, 4 << 20, size - 8]
     for off in marks:
         qt.writeq(src + off, 0x5EED_0000 + off)
-    seq = dev.submit("COPY", 0, [src, dst, size])
+    big = queue(dev, "COPY", [src, dst, size])
+    # Behind it, from the bottom half: a copy aimed at the registers.
+    mirror = queue(dev, "COPY", [0, BAR0 + HW["SVMDEV_REG_CONTROL"], 4],
+                   HW["SVMDEV_COPY_F_SRC_VRAM"])
+    # The doorbell write does a third of it; the rest completes only if the bottom half runs.
+    qt.writel(dev.reg("CMDQ_TAIL"), dev.cmd_tail)
     deadline = time.monotonic() + 30
     done = {}
-    while seq not in done and time.monotonic() < deadline:
+    while mirror not in done and time.monotonic() < deadline:
         done.update(dev.completions())
-    assert done.get(seq) == (0, size)
+    assert done.get(big) == (0, size)
+    assert done.get(mirror) == (HW["SVMDEV_STATUS_DMA_ERROR"], 0)
     for off in marks:
         assert qt.readq(dst + off) == 0x5EED_0000 + off
     alive(dev)
