@@ -144,6 +144,11 @@ struct svmdev_mirror {
 	bool dying;			/* being destroyed: retry loops give up */
 	unsigned int personality;
 	int restarts_seen;		/* sdev->restarts last told to user space */
+	/*
+	 * The task in make_device_exclusive_range() for this file; a second
+	 * caller at once only loses the exemption its restores get.
+	 */
+	struct task_struct *excl_task;
 	u64 kcov_handle;		/* of the binding task, for the fault worker */
 	struct svmdev_mmn mmn;
 	struct svmdev_knob_state knobs;

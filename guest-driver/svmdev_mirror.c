@@ -146,8 +146,15 @@ static bool svmdev_range_invalidate(struct mmu_interval_notifier *mni,
 
 	trace_svmdev_invalidate_start(mirror, start, end, range->event,
 				      blockable);
-	/* our own device-exclusive conversion keeps the same pages mapped */
-	if (range->event == MMU_NOTIFY_EXCLUSIVE && range->owner == sdev) {
+	/*
+	 * Our own device-exclusive conversion keeps the same pages mapped, and
+	 * so does the restore that make_device_exclusive_range() does itself
+	 * of entries we made exclusive before: its get_user_pages() faults them
+	 * back just to convert them again. Counted as a change, that restore
+	 * would fail every retry of the loop that left them.
+	 */
+	if (range->event == MMU_NOTIFY_EXCLUSIVE &&
+	    (range->owner == sdev || READ_ONCE(mirror->excl_task) == current)) {
 		outcome = SVMDEV_INVAL_OWN_EXCLUSIVE;
 		goto out;
 	}
@@ -691,7 +698,9 @@ static int svmdev_exclusive_batch(struct svmdev_mirror *mirror,
 		memset(pages, 0, sizeof(pages));
 		seq = mmu_interval_read_begin(&r->notifier);
 		mmap_read_lock(mm);
+		WRITE_ONCE(mirror->excl_task, current);
 		got = make_device_exclusive_range(mm, start, end, pages, sdev);
+		WRITE_ONCE(mirror->excl_task, NULL);
 		mmap_read_unlock(mm);
 		if (got < 0)
 			return got;
