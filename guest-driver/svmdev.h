@@ -121,6 +121,7 @@ struct svmdev_mmn {
 	atomic64_t active;		/* starts - ends, 0 when balanced */
 	atomic64_t refused;
 	bool reported;			/* an imbalance was reported once */
+	bool released;			/* the mm's release callbacks have run */
 };
 
 /* Knob values, read and decremented without a lock: they are test aids. */

@@ -82,6 +82,13 @@ static void svmdev_count_release(struct mmu_notifier *mn, struct mm_struct *mm)
 	struct svmdev_mmn *mmn = container_of(mn, struct svmdev_mmn, count_mn);
 
 	svmdev_mmn_check(mmn_to_mirror(mmn), "mm release");
+	/*
+	 * The balance is judged here once the mm goes first. Until exit_mmap()
+	 * takes the notifiers off the mm, the OOM reaper may still start an
+	 * invalidation whose end then finds the list empty: callbacks racing
+	 * with that teardown are not the file's to account for.
+	 */
+	WRITE_ONCE(mmn->released, true);
 }
 
 static const struct mmu_notifier_ops svmdev_count_ops = {
@@ -327,7 +334,8 @@ void svmdev_mirror_destroy(struct svmdev_mirror *mirror)
 
 	if (mirror->mmn.pers_registered)
 		mmu_notifier_unregister(&mirror->mmn.pers_mn, mirror->mm);
-	svmdev_mmn_check(mirror, "file release");
+	if (!READ_ONCE(mirror->mmn.released))
+		svmdev_mmn_check(mirror, "file release");
 	mmu_notifier_unregister(&mirror->mmn.count_mn, mirror->mm);
 
 	xa_for_each(&mirror->ranges, idx, r) {
