@@ -28,7 +28,7 @@ import subprocess
 import tempfile
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from svmfuzz import known, protocol
@@ -552,7 +552,7 @@ def parse_knobs(text: str) -> protocol.Knobs | None:
     """campaign.conf's `knobs`: space-separated name=value of protocol.Knobs."""
     if not text.strip():
         return None
-    names = {f for f in protocol.Knobs.__dataclass_fields__}
+    names = {f.name for f in fields(protocol.Knobs)}
     values = {}
     for item in text.split():
         name, sep, value = item.partition("=")
