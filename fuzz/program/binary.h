@@ -33,7 +33,10 @@ inline constexpr uint8_t kEndOfBlock = 0xff;
 // Bytes the argument takes in a record.
 size_t ArgWidth(const ArgDesc& arg);
 
-// `program` must be valid.
+// `program` must be valid, or at least hold known opcodes, threads below
+// kMaxThreads, files below kMaxFiles (0 for ops that use none) and 0 in the
+// unused argument slots: Decode() then reduces what is not valid, which is
+// how the mutator repairs a program a change broke.
 std::vector<uint8_t> Encode(const Program& program);
 
 // Always returns a program that Validate() accepts.

@@ -36,6 +36,9 @@ from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import REPO_ROOT
 
 HARNESS = {"libfuzzer": "svmfuzz-guest-fuzz", "afl": "svmfuzz-guest-fuzz-afl"}
+# fuzz/campaign/afl_mutator.cc: AFL++'s structured mutator (libFuzzer's is
+# linked into its harness).
+AFL_MUTATOR = "libsvmfuzz-afl-mutator.so"
 # fuzz/campaign/afl.cc's map of guest PCs.
 AFL_MAP_SIZE = 1 << 18
 SEEDS = REPO_ROOT / "corpus" / "programs"
@@ -270,10 +273,20 @@ def harness(build: Path, engine: str) -> Path:
     return path
 
 
+def afl_mutator(build: Path) -> Path:
+    path = build / "fuzz" / "campaign" / AFL_MUTATOR
+    if not path.is_file():
+        raise SvmfuzzError(f"no {path}: build it "
+                           f"(cmake --build {build} --target svmfuzz-afl-mutator)")
+    return path
+
+
 def engine_command(engine: str, binary: Path, workdir: Path, seconds: int,
-                   exec_timeout: int) -> tuple[list[str], dict[str, str]]:
+                   exec_timeout: int,
+                   mutator: Path | None = None) -> tuple[list[str], dict[str, str]]:
     """The engine's command line and environment for a campaign of `seconds`;
-    `exec_timeout`: the longest one input may take, a boot included."""
+    `exec_timeout`: the longest one input may take, a boot included;
+    `mutator`: AFL++'s custom mutator library."""
     env = dict(os.environ, SVMFUZZ_CAMPAIGN=str(workdir / "campaign.conf"))
     if engine == "libfuzzer":
         artifacts = workdir / "engine-artifacts"
@@ -294,6 +307,12 @@ def engine_command(engine: str, binary: Path, workdir: Path, seconds: int,
                AFL_SKIP_CPUFREQ="1", AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES="1",
                AFL_NO_AFFINITY="1", AFL_DEBUG_CHILD="1", AFL_NO_STARTUP_CALIBRATION="1",
                AFL_FAST_CAL="1")
+    # The structured mutator runs beside AFL++'s own havoc, not instead of it
+    # (no AFL_CUSTOM_MUTATOR_ONLY): every byte string decodes to a valid
+    # program, so havoc wastes no run on a rejected input, and its flips reach
+    # argument values and op sequences the structured steps do not prefer.
+    if mutator is not None:
+        env["AFL_CUSTOM_MUTATOR_LIBRARY"] = str(mutator)
     return [afl, "-i", str(workdir / "corpus"), "-o", str(workdir / "afl"), "-V", str(seconds),
             "-t", str(exec_timeout * 1000), "-m", "none", "--", str(binary)], env
 
@@ -352,6 +371,7 @@ def _fuzz(args, build: Path, workdir: Path, lock: int, log) -> int:
     from svmfuzz.vm import config_from_args
 
     binary = harness(build, args.engine)
+    mutator = afl_mutator(build) if args.engine == "afl" else None
     seeds = seed(workdir, Path(args.seeds), build / "fuzz" / "program" / "svmprog", log)
     # The console logs of a campaign are its own (DIR/vm), not --workdir's.
     args.workdir = str(workdir / "vm")
@@ -360,7 +380,7 @@ def _fuzz(args, build: Path, workdir: Path, lock: int, log) -> int:
                  args.op_timeout_ms, args.program_timeout_ms)
     seconds = max(1, int(args.minutes * 60))
     exec_timeout = int(args.timeout + args.program_timeout_ms / 1000 + 60)
-    argv, env = engine_command(args.engine, binary, workdir, seconds, exec_timeout)
+    argv, env = engine_command(args.engine, binary, workdir, seconds, exec_timeout, mutator)
     # The harness shares this lock rather than taking one of its own.
     env[LOCK_FD_ENV] = str(lock)
     log(f"fuzz: {args.engine} on {workdir} for {args.minutes:g} min ({vm_cfg.accel}, "

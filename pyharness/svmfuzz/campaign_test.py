@@ -102,12 +102,25 @@ def test_engine_command_lines(tmp_path):
     assert argv[0] == "/b/h" and argv[-1] == str(tmp_path / "corpus")
     assert {"-max_total_time=120", "-timeout=400", "-len_control=0"} <= set(argv)
     assert env["SVMFUZZ_CAMPAIGN"] == str(tmp_path / "campaign.conf")
+    assert "AFL_CUSTOM_MUTATOR_LIBRARY" not in env
     if shutil.which("afl-fuzz"):
-        argv, env = campaign.engine_command("afl", Path("/b/h"), tmp_path, 120, 400)
+        argv, env = campaign.engine_command("afl", Path("/b/h"), tmp_path, 120, 400,
+                                            Path("/b/libm.so"))
         assert argv[-2:] == ["--", "/b/h"]
         assert argv[argv.index("-t") + 1] == "400000"
         assert argv[argv.index("-V") + 1] == "120"
         assert env["AFL_MAP_SIZE"] == str(1 << 18)
+        assert env["AFL_CUSTOM_MUTATOR_LIBRARY"] == "/b/libm.so"
+        assert "AFL_CUSTOM_MUTATOR_ONLY" not in env
+
+
+def test_the_afl_mutator_is_found_in_the_build(tmp_path):
+    with pytest.raises(SvmfuzzError, match="svmfuzz-afl-mutator"):
+        campaign.afl_mutator(tmp_path)
+    lib = tmp_path / "fuzz" / "campaign" / campaign.AFL_MUTATOR
+    lib.parent.mkdir(parents=True)
+    lib.write_bytes(b"")
+    assert campaign.afl_mutator(tmp_path) == lib
 
 
 def _fake_vm(tmp_path):
