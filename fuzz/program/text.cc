@@ -11,16 +11,8 @@ namespace {
 void PrintOps(const std::vector<Op>& ops, int depth, std::string* out) {
   for (const Op& op : ops) {
     out->append(2 * depth, ' ');
-    if (op.thread != 0) *out += "@" + std::to_string(op.thread) + " ";
-    const OpDesc& d = Describe(op.code);
-    *out += d.name;
-    for (int i = 0; i < d.num_args; i++) {
-      const ArgDesc& a = d.args[i];
-      *out += std::string(" ") + a.name + "=";
-      *out += a.kind == ArgKind::kEnum ? a.values[op.args[i]] : std::to_string(op.args[i]);
-    }
-    if (op.file != 0) *out += " file=" + std::to_string(op.file);
-    if (d.has_body) {
+    *out += PrintOp(op);
+    if (Describe(op.code).has_body) {
       *out += " {\n";
       PrintOps(op.body, depth + 1, out);
       out->append(2 * depth, ' ');
@@ -271,6 +263,20 @@ class Parser {
 
 std::string ParseError::ToString() const {
   return std::to_string(line) + ":" + std::to_string(col) + ": " + message;
+}
+
+std::string PrintOp(const Op& op) {
+  std::string out;
+  if (op.thread != 0) out += "@" + std::to_string(op.thread) + " ";
+  const OpDesc& d = Describe(op.code);
+  out += d.name;
+  for (int i = 0; i < d.num_args; i++) {
+    const ArgDesc& a = d.args[i];
+    out += std::string(" ") + a.name + "=";
+    out += a.kind == ArgKind::kEnum ? a.values[op.args[i]] : std::to_string(op.args[i]);
+  }
+  if (op.file != 0) out += " file=" + std::to_string(op.file);
+  return out;
 }
 
 std::string Print(const Program& program) {

@@ -40,6 +40,9 @@ struct ParseError {
 
 std::string Print(const Program& program);
 
+// One op's line as Print() writes it, without indent, block or newline.
+std::string PrintOp(const Op& op);
+
 // Parses and validates `text`. On failure fills `*error` and returns nullopt.
 std::optional<Program> Parse(std::string_view text, ParseError* error);
 
