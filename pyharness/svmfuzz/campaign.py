@@ -568,8 +568,9 @@ def _campaign_saw(text: Path) -> list[str]:
 TRIAGE_ERROR = "triage: the run raised"
 
 
-def parse_knobs(text: str) -> protocol.Knobs | None:
-    """campaign.conf's `knobs`: space-separated name=value of protocol.Knobs."""
+def parse_knobs(text: str, where: str = "campaign.conf: knobs") -> protocol.Knobs | None:
+    """campaign.conf's `knobs` (or `where`'s): space-separated name=value of
+    protocol.Knobs."""
     if not text.strip():
         return None
     names = {f.name for f in fields(protocol.Knobs)}
@@ -577,7 +578,7 @@ def parse_knobs(text: str) -> protocol.Knobs | None:
     for item in text.split():
         name, sep, value = item.partition("=")
         if not sep or name not in names or not value.isdigit():
-            raise SvmfuzzError(f"campaign.conf: knobs: want name=number with a name of "
+            raise SvmfuzzError(f"{where}: want name=number with a name of "
                                f"{', '.join(sorted(names))}, got {item!r}")
         values[name] = int(value)
     return protocol.Knobs(**values)
@@ -593,6 +594,45 @@ def _triage_run(r, data: bytes, knobs: protocol.Knobs | None, path: Path,
         log(f"triage: {path.name}: the run raised {type(e).__name__}: {e}")
         life = getattr(r, "life", None)
         return f"{TRIAGE_ERROR} {type(e).__name__}", str(life.console_log) if life else ""
+
+
+def campaign_settings(workdir: Path, args) -> tuple[protocol.Knobs | None, int, int]:
+    """How DIR's campaign ran its programs (DIR/campaign.conf): its test-only
+    driver knobs ("knobs = name=value ..."), op and program bounds (args' when
+    it does not say) and extra kernel arguments (into args.append unless
+    given)."""
+    conf = read_config(workdir / "campaign.conf")
+    knobs = parse_knobs(conf.get("knobs", ""))
+    op_timeout_ms = int(conf.get("op_timeout_ms", args.op_timeout_ms))
+    program_timeout_ms = int(conf.get("program_timeout_ms", args.program_timeout_ms))
+    if not args.append and conf.get("append"):
+        args.append = conf["append"]
+    return knobs, op_timeout_ms, program_timeout_ms
+
+
+def campaign_of(path: Path) -> Path | None:
+    """The campaign directory of a saved input (DIR/crashes/crash-...), or None."""
+    workdir = path.resolve().parent.parent
+    if path.resolve().parent.name == "crashes" and (workdir / "campaign.conf").is_file():
+        return workdir
+    return None
+
+
+def rerun(r, path: Path, data: bytes, program: str, knobs: protocol.Knobs | None, repeat: int,
+          log) -> CrashTriage:
+    """`repeat` runs of one input with every oracle: the titles they gave
+    and the console log of a run that gave one."""
+    t = CrashTriage(str(path), program=program,
+                    why=_campaign_saw(path.with_name(path.name + ".txt")))
+    titles: Counter = Counter()
+    for _ in range(repeat):
+        title, console_log = _triage_run(r, data, knobs, path, log)
+        titles[title] += 1
+        t.runs += 1
+        if title != NO_FINDING and not t.console_log:
+            t.console_log = console_log
+    t.titles = {k: v for k, v in titles.items() if k != NO_FINDING}
+    return t
 
 
 def _write_triage(workdir: Path, repeat: int, results: list[CrashTriage],
@@ -621,14 +661,7 @@ def triage_command(args, log) -> int:
         entries = known.load(Path(args.known))
     except known.KnownError as e:
         raise SvmfuzzError(f"known outcomes: {e}") from e
-    conf = read_config(workdir / "campaign.conf")
-    # The programs run as they ran in the campaign, test-only driver knobs
-    # ("knobs = name=value ...") included.
-    knobs = parse_knobs(conf.get("knobs", ""))
-    op_timeout_ms = int(conf.get("op_timeout_ms", args.op_timeout_ms))
-    program_timeout_ms = int(conf.get("program_timeout_ms", args.program_timeout_ms))
-    if not args.append and conf.get("append"):
-        args.append = conf["append"]
+    knobs, op_timeout_ms, program_timeout_ms = campaign_settings(workdir, args)
     args.workdir = str(workdir / "triage-vm")
     remove_temporaries(workdir, "triage.json", "triage.txt")
     results, skipped = [], []
@@ -649,16 +682,7 @@ def triage_command(args, log) -> int:
                                   program_timeout_ms=program_timeout_ms)
         with runner.Runner(cfg, log) as r:
             for path, data, program in todo:
-                t = CrashTriage(str(path), program=program,
-                                why=_campaign_saw(path.with_name(path.name + ".txt")))
-                titles: Counter = Counter()
-                for _ in range(args.repeat):
-                    title, console_log = _triage_run(r, data, knobs, path, log)
-                    titles[title] += 1
-                    t.runs += 1
-                    if title != NO_FINDING and not t.console_log:
-                        t.console_log = console_log
-                t.titles = {k: v for k, v in titles.items() if k != NO_FINDING}
+                t = rerun(r, path, data, program, knobs, args.repeat, log)
                 results.append(t)
                 log(f"triage: {path.name}: " + (", ".join(f"{k} ({v}/{t.runs})"
                                                          for k, v in t.titles.items())
@@ -671,4 +695,7 @@ def triage_command(args, log) -> int:
             f"{max(c.reproduced for c in b.crashes)}/{args.repeat}"
             + (f" (known: {b.known})" if b.known else ""))
     log(f"triage: {headline(buckets)}; {len(skipped)} skipped; {workdir / 'triage.txt'}")
+    if results:
+        log("triage: run one again with ./svmfuzz repro INPUT, or write it as C with "
+            "./svmfuzz prog2c INPUT")
     return 0

@@ -84,6 +84,18 @@ def _cmd_triage(args: argparse.Namespace) -> int:
     return campaign.triage_command(args, log)
 
 
+def _cmd_prog2c(args: argparse.Namespace) -> int:
+    from svmfuzz import repro
+
+    return repro.prog2c_command(args, log)
+
+
+def _cmd_repro(args: argparse.Namespace) -> int:
+    from svmfuzz import repro
+
+    return repro.repro_command(args, log)
+
+
 def _add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-dir", default=str(build_dir()),
                    help="CMake build directory holding artifacts/ (default: %(default)s)")
@@ -165,6 +177,34 @@ def make_parser() -> argparse.ArgumentParser:
                     help="known outcomes: titles expected on a correct kernel, with their "
                          "reasons (default: %(default)s)")
     tr.set_defaults(func=_cmd_triage)
+
+    knobs_help = ("test-only driver knobs, as campaign.conf writes them (\"break_imbalance=1 "
+                  "...\"); default: the campaign's, for an input in DIR/crashes")
+    pc = sub.add_parser("prog2c", help="a program (.svmp) or saved input as a standalone C "
+                                       "reproducer for the guest")
+    pc.add_argument("program", help="a text program (.svmp) or a fuzzer input")
+    pc.add_argument("-o", "--output", help="the C file (default: standard output)")
+    pc.add_argument("--target", choices=["svmdev", "test_hmm"], default="svmdev",
+                    help="the driver's ioctls, or the kernel's test_hmm (/dev/hmm_dmirror*, "
+                         "CONFIG_TEST_HMM) for programs it can express (default: %(default)s)")
+    pc.add_argument("--repeat", type=int, default=1,
+                    help="runs the reproducer makes by default, 0 until killed "
+                         "(default: %(default)s)")
+    pc.add_argument("--knobs", default="", help=knobs_help)
+    pc.add_argument("--build-dir", default=str(build_dir()))
+    pc.set_defaults(func=_cmd_prog2c, op_timeout_ms=5000, program_timeout_ms=20000, append="")
+
+    rp = sub.add_parser("repro", help="run one input again and again and say how often it "
+                                      "gives which title")
+    _add_vm_options(rp)
+    rp.add_argument("input", help="a text program (.svmp) or a fuzzer input, e.g. DIR/crashes/crash-*")
+    rp.add_argument("-n", type=int, default=10, help="runs (default: %(default)s)")
+    rp.add_argument("--knobs", default="", help=knobs_help)
+    rp.add_argument("--op-timeout-ms", type=int, default=5000,
+                    help="when the campaign's own is not known")
+    rp.add_argument("--program-timeout-ms", type=int, default=20000,
+                    help="when the campaign's own is not known")
+    rp.set_defaults(func=_cmd_repro)
     return parser
 
 

@@ -1,5 +1,6 @@
 """The guest's initramfs: busybox, the executor, hmm-tests, the modules
 (test_hmm and our driver, debug info stripped) and an init that loads them.
+extend() adds static binaries to one, for init's svmfuzz.run=extra:NAME.
 """
 
 import subprocess
@@ -63,3 +64,19 @@ def build(kernel: Path, module: Path, executor: Path, log) -> Path:
         return {"modules": [ko.name for ko in modules]}
 
     return cache.publish("initramfs", key, fill, log)
+
+
+def extend(base: Path, binaries: dict[str, Path], out: Path) -> Path:
+    """`base` with an archive appended that adds bin/NAME for each static
+    binary (the kernel unpacks concatenated archives in order); the guest
+    runs one with svmfuzz.run=extra:NAME,ARG,..."""
+    for name, path in binaries.items():
+        if not path.is_file() or not _is_static(path):
+            raise SvmfuzzError(f"{path} (for bin/{name}) is not a statically linked binary")
+    with open(out, "wb") as f:
+        f.write(base.read_bytes())
+        w = NewcWriter(f)
+        for name, path in binaries.items():
+            w.file(f"bin/{name}", path.read_bytes(), 0o755)
+        w.finish()
+    return out
