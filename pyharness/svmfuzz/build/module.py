@@ -19,9 +19,11 @@ RECIPE = "module-v1"
 
 
 def _driver_files() -> list[Path]:
-    """Kbuild and the C sources and headers, uapi/ included, relative to DRIVER_DIR."""
+    """Kbuild and the C sources and headers, uapi/ included, relative to DRIVER_DIR.
+    tests/ holds user-space programs: editing one does not rebuild the module."""
     return sorted(p.relative_to(DRIVER_DIR) for p in DRIVER_DIR.rglob("*")
-                  if p.is_file() and (p.suffix in (".c", ".h") or p.name == "Kbuild"))
+                  if p.is_file() and (p.suffix in (".c", ".h") or p.name == "Kbuild")
+                  and p.relative_to(DRIVER_DIR).parts[0] != "tests")
 
 
 def build(kernel: Path, log) -> Path:
