@@ -173,6 +173,8 @@ bool ParseConfig(const std::string& text, Config* out, std::string* error) {
         c.runner.vm.cpus = std::stoi(value);
       } else if (key == "devices") {
         c.runner.vm.devices = std::stoi(value);
+      } else if (key == "vram") {
+        c.runner.vm.vram = value;
       } else if (key == "append") {
         std::istringstream words(value);
         for (std::string w; words >> w;) c.runner.vm.extra_append.push_back(w);
@@ -182,6 +184,9 @@ bool ParseConfig(const std::string& text, Config* out, std::string* error) {
         c.runner.op_timeout_ms = static_cast<uint32_t>(std::stoul(value));
       } else if (key == "program_timeout_ms") {
         c.runner.program_timeout_ms = static_cast<uint32_t>(std::stoul(value));
+      } else if (key == "reset") {
+        if (value != "reboot" && value != "snapshot") throw std::invalid_argument(value);
+        c.runner.reset = value == "snapshot" ? Reset::kSnapshot : Reset::kReboot;
       } else if (key == "stats_seconds") {
         c.stats_seconds = std::stod(value);
       } else if (key == "saved_per_kind") {
@@ -570,6 +575,8 @@ void Campaign::LoadStats() {
   stats_.findings = count("findings");
   stats_.boot_failures = count("boot_failures");
   previous_lives_ = static_cast<int>(std::min<uint64_t>(count("lives"), 1 << 30));
+  previous_restores_ =
+      static_cast<int>(std::min<uint64_t>(count("restores"), static_cast<uint64_t>(previous_lives_)));
   if (const uint64_t start = count("start_time"); start > 0) stats_.start_time = start;
 }
 
@@ -701,6 +708,10 @@ void Campaign::WriteStats() {
   }
   const double session = last_stats_ - stats_.session_start;
   const int lives = previous_lives_ + this->lives();
+  int restores = previous_restores_;
+  for (const auto& life : runner_.lives()) restores += life->restored;
+  // Every life but the campaign's first is a reboot or a restore.
+  const int reboots = std::max(0, lives - 1 - restores);
   char rate[32];
   std::snprintf(rate, sizeof(rate), "%.2f", session > 0 ? stats_.session_execs / session : 0.0);
   char times[96];
@@ -712,7 +723,8 @@ void Campaign::WriteStats() {
                      ", \"execs_per_sec\": " + rate +
                      ", \"guest_pcs\": " + std::to_string(pcs_.size()) +
                      ", \"lives\": " + std::to_string(lives) +
-                     ", \"reboots\": " + std::to_string(lives > 0 ? lives - 1 : 0) +
+                     ", \"reboots\": " + std::to_string(reboots) +
+                     ", \"restores\": " + std::to_string(restores) +
                      ", \"findings\": " + std::to_string(stats_.findings) +
                      ", \"saved\": " + std::to_string(stats_.saved) +
                      ", \"boot_failures\": " + std::to_string(stats_.boot_failures) + "}\n";

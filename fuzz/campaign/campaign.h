@@ -57,9 +57,9 @@ struct Config {
 
 // "key = value" lines ('#' starts a comment): qemu, kernel, initramfs,
 // workdir (required); vm_workdir (default <workdir>/vm), engine, accel, cpus,
-// memory, devices, append (kernel arguments, space-separated),
-// boot_timeout, op_timeout_ms, program_timeout_ms, stats_seconds,
-// saved_per_kind.
+// memory, devices, vram, append (kernel arguments, space-separated),
+// boot_timeout, op_timeout_ms, program_timeout_ms, reset (reboot or
+// snapshot), stats_seconds, saved_per_kind.
 bool ParseConfig(const std::string& text, Config* out, std::string* error);
 bool LoadConfig(const std::filesystem::path& path, Config* out, std::string* error);
 
@@ -170,7 +170,8 @@ class Campaign {
   std::set<std::string> unexplained_;  // saved inputs described as unknown
   int failed_boots_ = 0;
   double last_stats_ = 0;
-  int previous_lives_ = 0;  // lives of earlier sessions of this campaign
+  int previous_lives_ = 0;     // lives of earlier sessions of this campaign
+  int previous_restores_ = 0;  // of which restored from a snapshot
 };
 
 // QEMU processes whose command line names `vm_workdir` are killed: a harness

@@ -1,5 +1,6 @@
 #include "runner/executor_link.h"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -115,13 +116,18 @@ LinkStatus ExecutorLink::WaitReady(double timeout, proto::Ready* ready) {
   return LinkStatus::kOk;
 }
 
-LinkStatus ExecutorLink::Ping(double timeout, double* seconds) {
-  const Clock::time_point start = Clock::now();
-  // A fresh token each time: a late PONG of an earlier PING is not this one's.
+// A fresh token each time: a late PONG of an earlier PING is not this one's.
+std::vector<uint8_t> PingToken() {
   thread_local std::mt19937_64 random{std::random_device{}()};
   const uint64_t token = random();
   std::vector<uint8_t> payload(8);
   for (int i = 0; i < 8; i++) payload[i] = static_cast<uint8_t>(token >> (8 * i));
+  return payload;
+}
+
+LinkStatus ExecutorLink::Ping(double timeout, double* seconds) {
+  const Clock::time_point start = Clock::now();
+  const std::vector<uint8_t> payload = PingToken();
   if (!Send(MsgType::kPing, payload)) return LinkStatus::kClosed;
   proto::Frame f;
   const LinkStatus status = Expect(MsgType::kPong, After(timeout), &f);
@@ -129,6 +135,28 @@ LinkStatus ExecutorLink::Ping(double timeout, double* seconds) {
   if (f.payload != payload) return Fail(LinkStatus::kProtocol, "echoed the wrong PING payload");
   *seconds = SecondsSince(start);
   return LinkStatus::kOk;
+}
+
+void ExecutorLink::Discard() {
+  reader_ = proto::FrameReader();
+  uint8_t buf[64 * 1024];
+  for (pollfd p{fd_, POLLIN, 0}; poll(&p, 1, 0) > 0 && read(fd_, buf, sizeof(buf)) > 0;) {
+  }
+}
+
+LinkStatus ExecutorLink::Resync(double timeout) {
+  Discard();
+  const std::vector<uint8_t> payload = PingToken();
+  if (!Send(MsgType::kPing, payload)) return LinkStatus::kClosed;
+  const Clock::time_point deadline = After(timeout);
+  for (;;) {
+    proto::Frame f;
+    const LinkStatus status = Receive(&f, deadline);
+    // The rest of a frame cut by the restore: the reader skips to the next.
+    if (status == LinkStatus::kProtocol) continue;
+    if (status != LinkStatus::kOk) return status;
+    if (f.type == MsgType::kPong && f.payload == payload) return LinkStatus::kOk;
+  }
 }
 
 LinkStatus ExecutorLink::Execute(const proto::ExecRequest& request, double timeout,

@@ -56,6 +56,11 @@ class ExecutorLink {
   // The executor's READY, refused unless it speaks our protocol version.
   LinkStatus WaitReady(double timeout, proto::Ready* ready);
   LinkStatus Ping(double timeout, double* seconds);
+  // Drops whatever came and was not read yet.
+  void Discard();
+  // A PING whose PONG may come behind frames of a guest restored from a
+  // snapshot: those are dropped.
+  LinkStatus Resync(double timeout);
   // Runs one program. Without a handler its DEVICE requests are answered
   // kDeviceUnavailable.
   LinkStatus Execute(const proto::ExecRequest& request, double timeout, DeviceHandler* devices,

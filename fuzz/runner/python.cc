@@ -172,14 +172,16 @@ void BindVm(py::module_& m) {
       .def(py::init([](std::filesystem::path qemu, std::filesystem::path kernel,
                        std::filesystem::path initramfs, std::filesystem::path workdir,
                        std::string name, std::string accel, int cpus, std::string memory,
-                       int devices, std::string run, bool interactive,
+                       int devices, std::string vram, std::string run, bool interactive,
                        std::vector<std::string> extra_append) {
-             return VmConfig{qemu, kernel, initramfs, workdir, name,        accel,
-                             cpus, memory, devices,   run,     interactive, extra_append};
+             return VmConfig{qemu,   kernel,  initramfs, workdir, name,        accel,
+                             cpus,   memory,  devices,   vram,    run,         interactive,
+                             extra_append, /*snapshot_disk=*/{}};
            }),
            py::arg("qemu"), py::arg("kernel"), py::arg("initramfs"), py::arg("workdir"),
            py::arg("name") = "vm0", py::arg("accel") = "tcg", py::arg("cpus") = 2,
-           py::arg("memory") = "2G", py::arg("devices") = 1, py::arg("run") = "executor",
+           py::arg("memory") = "2G", py::arg("devices") = 1, py::arg("vram") = "",
+           py::arg("run") = "executor",
            py::arg("interactive") = false, py::arg("extra_append") = std::vector<std::string>{})
       .def_readwrite("qemu", &VmConfig::qemu)
       .def_readwrite("kernel", &VmConfig::kernel)
@@ -190,6 +192,7 @@ void BindVm(py::module_& m) {
       .def_readwrite("cpus", &VmConfig::cpus)
       .def_readwrite("memory", &VmConfig::memory)
       .def_readwrite("devices", &VmConfig::devices)
+      .def_readwrite("vram", &VmConfig::vram)
       .def_readwrite("run", &VmConfig::run)
       .def_readwrite("interactive", &VmConfig::interactive)
       .def_readwrite("extra_append", &VmConfig::extra_append);
@@ -260,32 +263,44 @@ void BindVm(py::module_& m) {
 }
 
 void BindRunner(py::module_& m) {
+  py::enum_<Reset>(m, "Reset", "How a life that ended gives way to the next.")
+      .value("REBOOT", Reset::kReboot)
+      .value("SNAPSHOT", Reset::kSnapshot);
+
   py::class_<RunnerConfig>(m, "RunnerConfig")
       .def(py::init([](VmConfig vm, double boot_timeout, uint32_t op_timeout_ms,
                        uint32_t program_timeout_ms, bool cover, uint32_t cover_cap,
-                       double result_slack) {
-             return RunnerConfig{vm,    boot_timeout, op_timeout_ms, program_timeout_ms,
-                                 cover, cover_cap,    result_slack};
+                       double result_slack, Reset reset) {
+             RunnerConfig c{vm,    boot_timeout, op_timeout_ms, program_timeout_ms,
+                            cover, cover_cap,    result_slack};
+             c.reset = reset;
+             return c;
            }),
            py::arg("vm"), py::arg("boot_timeout") = 300.0, py::arg("op_timeout_ms") = 5000,
            py::arg("program_timeout_ms") = 20000, py::arg("cover") = true,
-           py::arg("cover_cap") = 65536, py::arg("result_slack") = 30.0)
+           py::arg("cover_cap") = 65536, py::arg("result_slack") = 30.0,
+           py::arg("reset") = Reset::kReboot)
       .def_readwrite("vm", &RunnerConfig::vm)
       .def_readwrite("boot_timeout", &RunnerConfig::boot_timeout)
       .def_readwrite("op_timeout_ms", &RunnerConfig::op_timeout_ms)
       .def_readwrite("program_timeout_ms", &RunnerConfig::program_timeout_ms)
       .def_readwrite("cover", &RunnerConfig::cover)
       .def_readwrite("cover_cap", &RunnerConfig::cover_cap)
-      .def_readwrite("result_slack", &RunnerConfig::result_slack);
+      .def_readwrite("result_slack", &RunnerConfig::result_slack)
+      .def_readwrite("reset", &RunnerConfig::reset);
 
   py::class_<Life, std::shared_ptr<Life>>(m, "Life", "One boot of the VM.")
       .def(py::init([](int index, std::filesystem::path console_log) {
-             return std::make_shared<Life>(Life{index, std::move(console_log), 0, 0, ""});
+             auto life = std::make_shared<Life>();
+             life->index = index;
+             life->console_log = std::move(console_log);
+             return life;
            }),
            py::arg("index"), py::arg("console_log"))
       .def_readonly("index", &Life::index)
       .def_readonly("console_log", &Life::console_log)
       .def_readonly("boot_seconds", &Life::boot_seconds)
+      .def_readonly("restored", &Life::restored)
       .def_readonly("programs", &Life::programs)
       .def_readonly("end", &Life::end);
 

@@ -32,6 +32,11 @@ inline constexpr double kExecutorKillGrace = 5.0;
 // What the guest's init prints when the executor has gone; it then powers off.
 inline constexpr char kExecutorExited[] = "svmfuzz-init: executor exited";
 
+// How a life that ended gives way to the next: a new boot, or the snapshot
+// the first boot took once its executor was ready (a reboot only if the
+// restore fails).
+enum class Reset { kReboot, kSnapshot };
+
 struct RunnerConfig {
   VmConfig vm;
   double boot_timeout = 300;
@@ -44,13 +49,15 @@ struct RunnerConfig {
   // The index of the first life (its console log's name): a resumed campaign
   // keeps the logs of its earlier sessions.
   int first_life = 0;
+  Reset reset = Reset::kReboot;
 };
 
 // One boot of the VM.
 struct Life {
   int index = 0;
   std::filesystem::path console_log;
-  double boot_seconds = 0;
+  double boot_seconds = 0;  // to a ready executor: a boot's, or a restore's
+  bool restored = false;    // from the snapshot rather than booted
   int programs = 0;
   std::string end;  // why it ended; empty while it runs or if it was shut down cleanly
 };
@@ -96,6 +103,9 @@ class Runner {
 
   // Starts the next VM life and waits for its executor and its devices.
   bool Boot(std::string* error);
+  // Starts the next life from the snapshot, in the VM the last life left
+  // paused (Reset::kSnapshot); false, with that VM gone, when it cannot.
+  bool Restore(std::string* error);
   // Runs one program (its binary form), booting a VM first if there is none;
   // false only when that boot failed. `knobs`: test-only driver knobs.
   bool Run(const std::vector<uint8_t>& program, const std::vector<uint64_t>& knobs, Outcome* out,
@@ -116,6 +126,13 @@ class Runner {
  private:
   bool EnsureLife(std::string* error);
   std::string ReadConsole(const Life& life, uint64_t start, bool whole);
+  std::string LifeName(int index) const;
+  double AccessTimeout() const;
+  bool ConnectDevices(std::vector<std::shared_ptr<DevCtl>>* ctls, std::string* error);
+  // The device state a restore must bring back, read with the guest paused.
+  bool DeviceState(const std::vector<std::shared_ptr<DevCtl>>& ctls, std::string* state,
+                   std::string* error);
+  bool TakeSnapshot(std::string* error);
 
   RunnerConfig cfg_;
   Log log_;
@@ -127,6 +144,13 @@ class Runner {
   // The last program left a task stuck: its life is over (its end says so),
   // the VM goes before anything else runs.
   bool ending_ = false;
+  // The running QEMU holds the snapshot, and the device state it holds.
+  bool snapshot_ = false;
+  std::string snapshot_state_;
+  // The last life ended with its VM paused, to be restored.
+  bool kept_ = false;
+  // The VM cannot be trusted to restore (its QEMU froze).
+  bool discard_ = false;
 };
 
 }  // namespace svmfuzz

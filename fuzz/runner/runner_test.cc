@@ -105,11 +105,12 @@ TEST_F(StandInTest, ArgvIsQemusCommandLine) {
   EXPECT_EQ(vm.Argv(), want);
 
   vm_.devices = 3;
+  vm_.vram = "8M";
   vm_.accel = "kvm";
   vm_.interactive = true;
   const std::vector<std::string> kvm = Vm(vm_).Argv();
   EXPECT_EQ(std::count(kvm.begin(), kvm.end(), "-device"), 5);
-  EXPECT_EQ(kvm.back(), "svmdev,id=svm2,chardev=ctl2");
+  EXPECT_EQ(kvm.back(), "svmdev,id=svm2,chardev=ctl2,vram-size=8M");
   const auto cpu = std::find(kvm.begin(), kvm.end(), "-cpu");
   ASSERT_NE(cpu, kvm.end());
   EXPECT_EQ(cpu[1], "host");
@@ -252,6 +253,40 @@ TEST_F(StandInTest, AKernelCrashEndsTheLifeAndKeepsItsConsole) {
   EXPECT_TRUE(Has(Read(r.lives()[0]->console_log), "Kernel panic"));
   EXPECT_FALSE(Has(Read(r.lives()[1]->console_log), "Kernel panic"));
   EXPECT_EQ(r.lives()[0]->end, crashed.lost);
+}
+
+TEST_F(StandInTest, ASnapshotDiskIsADriveOfItsOwn) {
+  vm_.snapshot_disk = dir_ / "a,b.qcow2";
+  const std::vector<std::string> argv = Vm(vm_).Argv();
+  const auto drive = std::find(argv.begin(), argv.end(), "-drive");
+  ASSERT_NE(drive, argv.end());
+  // A comma in the path is doubled: QEMU's options are split at commas.
+  EXPECT_EQ(drive[1], "if=none,id=snapshots,format=qcow2,file=" + (dir_ / "a,,b.qcow2").string());
+}
+
+TEST_F(StandInTest, ASnapshotThatCannotBeTakenLeavesEveryLifeToABoot) {
+  RunnerConfig cfg = Config();
+  cfg.reset = Reset::kSnapshot;
+  Runner r(cfg, log_);
+  const Outcome crashed = Run(&r, kKernelDies);
+  EXPECT_EQ(crashed.lost_kind, Lost::kVmLost);
+  const Outcome after = Run(&r, {1});
+  ASSERT_TRUE(after.result);
+  EXPECT_EQ(after.life->index, 1);
+  EXPECT_FALSE(after.life->restored);
+  // The stand-in cannot give a snapshot (its devices' counters are not
+  // svmdev's, its savevm fails), and the log says so and why.
+  const auto said = std::find_if(logged_.begin(), logged_.end(), [](const std::string& l) {
+    return Has(l, "runner: no snapshot, every life boots: svm0: ");
+  });
+  std::string log;
+  for (const std::string& line : logged_) log += line + "\n";
+  EXPECT_NE(said, logged_.end()) << log;
+  // Its store goes with the runner.
+  const fs::path disk = vm_.workdir / "vm0.snapshots.qcow2";
+  EXPECT_TRUE(fs::exists(disk));
+  r.Close();
+  EXPECT_FALSE(fs::exists(disk));
 }
 
 TEST_F(StandInTest, AHungGuestIsKilledAndReplaced) {

@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
+#include <initializer_list>
 #include <sstream>
 #include <thread>
 
@@ -28,6 +30,58 @@ constexpr double kDyingSeconds = 2;
 constexpr double kConnectRetrySeconds = 0.05;
 
 void Sleep(double seconds) { std::this_thread::sleep_for(std::chrono::duration<double>(seconds)); }
+
+std::string JsonQuote(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char esc[8];
+      std::snprintf(esc, sizeof(esc), "\\u%04x", c);
+      out += esc;
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// The text of a JSON string ("..."), escapes undone; empty if it is not one.
+std::string JsonUnquote(const std::string& json) {
+  std::string out;
+  if (json.size() < 2 || json.front() != '"') return out;
+  for (size_t i = 1; i + 1 < json.size(); i++) {
+    char c = json[i];
+    if (c == '\\' && i + 2 < json.size()) {
+      c = json[++i];
+      if (c == 'n') c = '\n';
+      if (c == 'r') c = '\r';
+      if (c == 't') c = '\t';
+      if (c == 'u' && i + 4 < json.size()) {
+        c = static_cast<char>(std::strtol(json.substr(i + 1, 4).c_str(), nullptr, 16));
+        i += 4;
+      }
+    } else if (c == '"') {
+      break;
+    }
+    out += c;
+  }
+  return out;
+}
+
+// The string value of the first "key" in a line of QMP; empty if none.
+std::string JsonField(const std::string& json, const std::string& key) {
+  const size_t at = json.find("\"" + key + "\"");
+  if (at == std::string::npos) return "";
+  const size_t colon = json.find(':', at);
+  const size_t open = colon == std::string::npos ? colon : json.find_first_not_of(" ", colon + 1);
+  if (open == std::string::npos || json[open] != '"') return "";
+  size_t close = open + 1;
+  while (close < json.size() && json[close] != '"') close += json[close] == '\\' ? 2 : 1;
+  return JsonUnquote(json.substr(open, close - open + 1));
+}
 
 }  // namespace
 
@@ -68,12 +122,20 @@ std::vector<std::string> Vm::Argv() const {
        "-device", std::string("virtserialport,bus=vser0.0,chardev=exec,name=") + kExecutorPortName,
        "-qmp", "unix:" + qmp_socket().string() + ",server=on,wait=off"});
   if (c.accel == "kvm") argv.insert(argv.end(), {"-cpu", "host"});
+  if (!c.snapshot_disk.empty()) {
+    // Not a disk of the guest's: only savevm's store.
+    std::string file;
+    for (const char ch : c.snapshot_disk.string()) file += ch == ',' ? ",," : std::string(1, ch);
+    argv.insert(argv.end(), {"-drive", "if=none,id=snapshots,format=qcow2,file=" + file});
+  }
   for (int i = 0; i < c.devices; i++) {
     const std::string n = std::to_string(i);
     argv.insert(argv.end(),
                 {"-chardev",
                  "socket,id=ctl" + n + ",path=" + ctl_socket(i).string() + ",server=on,wait=off",
-                 "-device", "svmdev,id=svm" + n + ",chardev=ctl" + n});
+                 "-device",
+                 "svmdev,id=svm" + n + ",chardev=ctl" + n +
+                     (c.vram.empty() ? "" : ",vram-size=" + c.vram)});
   }
   return argv;
 }
@@ -203,18 +265,34 @@ std::string Vm::Frozen(double timeout) {
     const char state = stat[close_paren + 2];
     if (state == 'T' || state == 't') return std::string("QEMU is stopped (state ") + state + ")";
   }
+  std::vector<std::string> returns;
+  std::string error;
+  if (!Monitor({R"({"execute": "query-status"})"}, timeout, &returns, &error)) return error;
+  const std::string status = JsonField(returns[0], "status");
+  return status == "running" ? ""
+                             : "QEMU says the VM is not running (status " +
+                                   (status.empty() ? "unknown" : status) + ")";
+}
+
+bool Vm::Monitor(const std::vector<std::string>& commands, double timeout,
+                 std::vector<std::string>* returns, std::string* error) {
   const Clock::time_point deadline = After(timeout);
   const int fd = ConnectUnix(qmp_socket().string());
-  if (fd < 0)
-    return "QEMU's monitor does not take a connection: " + std::string(std::strerror(errno));
+  if (fd < 0) {
+    *error = "QEMU's monitor does not take a connection: " + std::string(std::strerror(errno));
+    return false;
+  }
   std::string got;
-  // The next whole line of the monitor's that holds `what`; events are skipped.
-  const auto line_with = [&](const char* what, std::string* line) {
+  // The monitor's next whole line that starts with one of `starts`; events
+  // are skipped.
+  const auto next_line = [&](std::initializer_list<const char*> starts, std::string* line) {
     for (;;) {
       for (size_t nl; (nl = got.find('\n')) != std::string::npos;) {
-        *line = got.substr(0, nl);
+        *line = Trim(got.substr(0, nl));
         got.erase(0, nl + 1);
-        if (line->find(what) != std::string::npos) return true;
+        for (const char* start : starts) {
+          if (line->rfind(start, 0) == 0) return true;
+        }
       }
       char buf[4096];
       if (!WaitReadable(fd, deadline)) return false;
@@ -224,24 +302,90 @@ std::string Vm::Frozen(double timeout) {
     }
   };
   const auto ask = [&](const std::string& command) {
-    const std::string text = "{\"execute\": \"" + command + "\"}\n";
+    const std::string text = command + "\n";
     return WriteAll(fd, reinterpret_cast<const uint8_t*>(text.data()), text.size());
   };
+  returns->clear();
   std::string line;
-  const bool answered = line_with("\"QMP\"", &line) && ask("qmp_capabilities") &&
-                        line_with("\"return\"", &line) && ask("query-status") &&
-                        line_with("\"return\"", &line);
+  bool answered = next_line({"{\"QMP\""}, &line) && ask(R"({"execute": "qmp_capabilities"})") &&
+                  next_line({"{\"return\""}, &line);
+  for (size_t i = 0; answered && i < commands.size(); i++) {
+    answered = ask(commands[i]) && next_line({"{\"return\"", "{\"error\""}, &line);
+    if (answered && line.rfind("{\"error\"", 0) == 0) {
+      close(fd);
+      const std::string desc = JsonField(line, "desc");
+      *error = "QEMU's monitor refused " + commands[i] + ": " + (desc.empty() ? line : desc);
+      return false;
+    }
+    // {"return": VALUE}
+    const size_t colon = line.find(':');
+    if (answered) returns->push_back(Trim(line.substr(colon + 1, line.rfind('}') - colon - 1)));
+  }
   close(fd);
-  char seconds[32];
-  std::snprintf(seconds, sizeof(seconds), "%.0f", timeout);
-  if (!answered) return std::string("QEMU's monitor did not answer within ") + seconds + " s";
-  const size_t at = line.find("\"status\"");
-  const size_t open_quote = at == std::string::npos ? at : line.find('"', line.find(':', at));
-  const std::string status =
-      open_quote == std::string::npos
-          ? "unknown"
-          : line.substr(open_quote + 1, line.find('"', open_quote + 1) - open_quote - 1);
-  return status == "running" ? "" : "QEMU says the VM is not running (status " + status + ")";
+  if (!answered) {
+    char seconds[32];
+    std::snprintf(seconds, sizeof(seconds), "%.0f", timeout);
+    *error = std::string("QEMU's monitor did not answer within ") + seconds + " s";
+  }
+  return answered;
+}
+
+bool Vm::Hmp(const std::string& command, double timeout, std::string* error) {
+  std::vector<std::string> returns;
+  if (!Monitor({R"({"execute": "human-monitor-command", "arguments": {"command-line": )" +
+                JsonQuote(command) + "}}"},
+               timeout, &returns, error)) {
+    return false;
+  }
+  // The output is a JSON string: "" when the command had nothing to say.
+  const std::string said = Trim(JsonUnquote(returns[0]));
+  if (said.empty()) return true;
+  *error = cfg_.name + ": " + command + ": " + said;
+  return false;
+}
+
+bool Vm::Pause(double timeout, std::string* error) {
+  std::vector<std::string> returns;
+  return Monitor({R"({"execute": "stop"})"}, timeout, &returns, error);
+}
+
+bool Vm::Resume(double timeout, std::string* error) {
+  std::vector<std::string> returns;
+  return Monitor({R"({"execute": "cont"})"}, timeout, &returns, error);
+}
+
+bool Vm::SaveSnapshot(const std::string& tag, double timeout, std::string* error) {
+  if (cfg_.snapshot_disk.empty()) {
+    *error = cfg_.name + ": no disk for snapshots";
+    return false;
+  }
+  return Hmp("savevm " + tag, timeout, error);
+}
+
+bool Vm::LoadSnapshot(const std::string& tag, const std::string& name, double timeout,
+                      std::string* error) {
+  for (auto& [index, ctl] : ctls_) ctl->Close();
+  ctls_.clear();
+  const fs::path console = cfg_.workdir / (name + ".console.log");
+  std::vector<std::string> returns;
+  if (!cfg_.interactive &&
+      !Monitor({R"({"execute": "chardev-change", "arguments": {"id": "con", "backend": )"
+                R"({"type": "file", "data": {"out": )" +
+                JsonQuote(console.string()) + "}}}}"},
+               timeout, &returns, error)) {
+    return false;
+  }
+  cfg_.name = name;
+  console_log_ = console;
+  if (!Hmp("loadvm " + tag, timeout, error)) return false;
+  if (link_) link_->Discard();
+  return true;
+}
+
+LinkStatus Vm::Resync(double timeout, std::string* error) {
+  ExecutorLink* link = Link(After(timeout), error);
+  if (link == nullptr) return LinkStatus::kClosed;
+  return Explain(link->Resync(timeout), error);
 }
 
 ExecutorLink* Vm::Link(Clock::time_point deadline, std::string* error) {

@@ -32,9 +32,14 @@ struct VmConfig {
   int cpus = 2;
   std::string memory = "2G";
   int devices = 1;
+  // Each device's VRAM (QEMU's size syntax, e.g. "64M"); empty: the device's
+  // default. A small one makes migrations evict under pressure.
+  std::string vram;
   std::string run = "executor";  // what the guest's init runs
   bool interactive = false;      // the console on this terminal
   std::vector<std::string> extra_append;
+  // A qcow2 image that holds the VM's snapshots (savevm); none if empty.
+  std::filesystem::path snapshot_disk;
 };
 
 class Vm {
@@ -70,6 +75,21 @@ class Vm {
                      Executed* out, std::string* error);
   // Asks the guest to power off and waits for QEMU to exit.
   bool PowerOff(double timeout, std::string* error);
+
+  // Snapshots, through QEMU's monitor. The guest does not run between Pause
+  // and Resume; SaveSnapshot and LoadSnapshot leave it as they found it.
+  bool Pause(double timeout, std::string* error);
+  bool Resume(double timeout, std::string* error);
+  bool SaveSnapshot(const std::string& tag, double timeout, std::string* error);
+  // Back to snapshot `tag` (of a paused VM) as VM `name`: the console goes on
+  // in that name's log, what either side of the executor port and of the
+  // control channels had not read yet is dropped, and the channels are
+  // connected again on their next use.
+  bool LoadSnapshot(const std::string& tag, const std::string& name, double timeout,
+                    std::string* error);
+  // After a LoadSnapshot: the executor answers a PING of its own, whatever
+  // the port held before.
+  LinkStatus Resync(double timeout, std::string* error);
   // A connected client of device `index`'s control channel (svm<index>), the
   // same one on every call: the channel takes one client at a time.
   std::shared_ptr<DevCtl> ControlChannel(int index, double timeout, std::string* error);
@@ -87,6 +107,12 @@ class Vm {
 
  private:
   ExecutorLink* Link(Clock::time_point deadline, std::string* error);
+  // Runs QMP commands (JSON objects) in one monitor session; `returns` gets
+  // each one's "return" value as JSON text.
+  bool Monitor(const std::vector<std::string>& commands, double timeout,
+               std::vector<std::string>* returns, std::string* error);
+  // An HMP command whose output, if any, is an error.
+  bool Hmp(const std::string& command, double timeout, std::string* error);
   LinkStatus Explain(LinkStatus status, std::string* error);
   void Reap(int status);
 

@@ -12,6 +12,9 @@ Boots one guest and prints, all measured in that one life:
 
 Programs run with coverage on, as a campaign runs them, and once more without
 it for the 10-op driver program, to show what collecting coverage costs.
+
+With --reset snapshot it also ends the life a few times and prints the
+seconds to a ready executor of a restore against those of the boot.
 """
 
 from __future__ import annotations
@@ -97,7 +100,8 @@ def command(args, log) -> int:
                                        build / "fuzz" / "program" / "svmprog")
     # Every byte string is a program: no bytes, no ops.
     programs = {"empty": b"", **programs}
-    cfg = runner.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout)
+    cfg = runner.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout,
+                              reset=runner.reset_mode(args.reset))
     with runner.Runner(cfg, log) as r:
         life = r.boot()
         log(f"bench: executor ready in {life.boot_seconds:.1f} s ({cfg.vm.accel}, "
@@ -108,6 +112,7 @@ def command(args, log) -> int:
         figures = [measure(r, name, p, True, args.runs, args.seconds)
                    for name, p in programs.items()]
         figures.append(measure(r, "svm-10", programs["svm-10"], False, args.runs, args.seconds))
+        resets = measure_resets(r, programs["svm-10"], args.restores) if args.restores else []
     base = figures[0]
     log(f"bench: {'program':<8} {'cover':<5} {'runs':>5} {'prog/s':>7} {'x empty':>7} "
         f"{'host ms':>8} {'ops ms':>7} {'process ms':>10} {'host-side ms':>12}")
@@ -115,4 +120,26 @@ def command(args, log) -> int:
         log(f"bench: {f.name:<8} {'yes' if f.cover else 'no':<5} {f.runs:>5} {f.rate:>7.1f} "
             f"{f.rate / base.rate:>7.2f} {f.host_ms:>8.1f} {f.ops_ms:>7.1f} "
             f"{f.guest_ms - f.ops_ms:>10.1f} {f.host_ms - f.guest_ms:>12.1f}")
+    if resets:
+        restored = [s for kind, s in resets if kind == "restore"]
+        booted = [s for kind, s in resets if kind == "boot"]
+        log(f"bench: reset: boot {life.boot_seconds:.1f} s to a ready executor; "
+            f"{len(restored)} of {len(resets)} later lives restored, median "
+            + (f"{statistics.median(restored):.2f} s (x{life.boot_seconds / statistics.median(restored):.1f} "
+               f"faster than the boot)" if restored else "-")
+            + (f"; {len(booted)} booted instead, median {statistics.median(booted):.1f} s"
+               if booted else ""))
     return 0
+
+
+def measure_resets(r: runner.Runner, program: bytes, count: int) -> list[tuple[str, float]]:
+    """Ends the life `count` times and runs a program in the next: each
+    next life's seconds to a ready executor, and whether it was restored."""
+    out = []
+    for i in range(count):
+        r.end_life(f"bench: reset {i + 1}")
+        o = r.run(program)
+        if o.result is None or o.findings or o.result.status != protocol.Status.OK:
+            raise SvmfuzzError("bench: after a reset: " + "\n".join(runner.describe(o)))
+        out.append(("restore" if o.life.restored else "boot", o.life.boot_seconds))
+    return out

@@ -243,15 +243,15 @@ def seed(workdir: Path, seeds: Path, svmprog: Path, log) -> int:
 
 
 def write_config(path: Path, vm_cfg, workdir: Path, engine: str, boot_timeout: float,
-                 op_timeout_ms: int, program_timeout_ms: int) -> None:
+                 op_timeout_ms: int, program_timeout_ms: int, reset: str = "snapshot") -> None:
     """The harness's campaign.conf (fuzz/campaign/campaign.h, ParseConfig)."""
     lines = {
         "engine": engine, "qemu": vm_cfg.qemu, "kernel": vm_cfg.kernel,
         "initramfs": vm_cfg.initramfs, "workdir": workdir, "vm_workdir": workdir / "vm",
         "accel": vm_cfg.accel, "cpus": vm_cfg.cpus, "memory": vm_cfg.memory,
-        "devices": vm_cfg.devices, "append": " ".join(vm_cfg.extra_append),
+        "devices": vm_cfg.devices, "vram": vm_cfg.vram, "append": " ".join(vm_cfg.extra_append),
         "boot_timeout": boot_timeout, "op_timeout_ms": op_timeout_ms,
-        "program_timeout_ms": program_timeout_ms,
+        "program_timeout_ms": program_timeout_ms, "reset": reset,
     }
     write_atomic(path, "".join(f"{k} = {v}\n" for k, v in lines.items()))
 
@@ -377,7 +377,7 @@ def _fuzz(args, build: Path, workdir: Path, lock: int, log) -> int:
     args.workdir = str(workdir / "vm")
     vm_cfg = config_from_args(args, "executor", log)
     write_config(workdir / "campaign.conf", vm_cfg, workdir, args.engine, args.timeout,
-                 args.op_timeout_ms, args.program_timeout_ms)
+                 args.op_timeout_ms, args.program_timeout_ms, args.reset)
     seconds = max(1, int(args.minutes * 60))
     exec_timeout = int(args.timeout + args.program_timeout_ms / 1000 + 60)
     argv, env = engine_command(args.engine, binary, workdir, seconds, exec_timeout, mutator)
@@ -599,14 +599,22 @@ def _triage_run(r, data: bytes, knobs: protocol.Knobs | None, path: Path,
 def campaign_settings(workdir: Path, args) -> tuple[protocol.Knobs | None, int, int]:
     """How DIR's campaign ran its programs (DIR/campaign.conf): its test-only
     driver knobs ("knobs = name=value ..."), op and program bounds (args' when
-    it does not say) and extra kernel arguments (into args.append unless
-    given)."""
+    it does not say), extra kernel arguments (into args.append unless given)
+    and its VM's devices, VRAM, memory and vCPUs (into args where they are
+    left at their defaults)."""
     conf = read_config(workdir / "campaign.conf")
     knobs = parse_knobs(conf.get("knobs", ""))
     op_timeout_ms = int(conf.get("op_timeout_ms", args.op_timeout_ms))
     program_timeout_ms = int(conf.get("program_timeout_ms", args.program_timeout_ms))
     if not args.append and conf.get("append"):
         args.append = conf["append"]
+    for key, default, kind in (("devices", 1, int), ("vram", "", str), ("memory", "2G", str),
+                               ("cpus", 2, int)):
+        if conf.get(key) and getattr(args, key, default) == default:
+            try:
+                setattr(args, key, kind(conf[key]))
+            except ValueError as e:
+                raise SvmfuzzError(f"{workdir / 'campaign.conf'}: bad {key}: {conf[key]!r}") from e
     return knobs, op_timeout_ms, program_timeout_ms
 
 
@@ -679,7 +687,8 @@ def triage_command(args, log) -> int:
     if todo:
         cfg = native.RunnerConfig(config_from_args(args, "executor", log),
                                   boot_timeout=args.timeout, op_timeout_ms=op_timeout_ms,
-                                  program_timeout_ms=program_timeout_ms)
+                                  program_timeout_ms=program_timeout_ms,
+                                  reset=runner.reset_mode(args.reset))
         with runner.Runner(cfg, log) as r:
             for path, data, program in todo:
                 t = rerun(r, path, data, program, knobs, args.repeat, log)

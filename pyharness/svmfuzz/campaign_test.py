@@ -86,7 +86,7 @@ def test_a_new_campaign_is_seeded_and_a_resumed_one_keeps_its_corpus(tmp_path, s
 def test_config_the_harness_reads(tmp_path):
     vm_cfg = types.SimpleNamespace(qemu=Path("/q/qemu"), kernel=Path("/k"),
                                    initramfs=Path("/i.cpio"), accel="tcg", cpus=2, memory="2G",
-                                   devices=2, extra_append=["a=1", "b"])
+                                   devices=2, vram="8M", extra_append=["a=1", "b"])
     path = tmp_path / "campaign.conf"
     campaign.write_config(path, vm_cfg, tmp_path, "afl", 300, 5000, 20000)
     conf = campaign.read_config(path)
@@ -94,6 +94,7 @@ def test_config_the_harness_reads(tmp_path):
     assert conf["vm_workdir"] == str(tmp_path / "vm")
     assert conf["append"] == "a=1 b"
     assert (conf["devices"], conf["op_timeout_ms"], conf["engine"]) == ("2", "5000", "afl")
+    assert (conf["vram"], conf["reset"]) == ("8M", "snapshot")
     assert [p.name for p in tmp_path.iterdir()] == ["campaign.conf"]
 
 
@@ -291,6 +292,16 @@ def test_triage_refuses_a_malformed_known_list_and_bad_knobs(tmp_path, svmprog, 
         campaign.triage_command(cli.make_parser().parse_args(["triage", str(tmp_path)]), print)
 
 
+def test_triage_runs_the_campaigns_vm_unless_told_otherwise(tmp_path):
+    (tmp_path / "campaign.conf").write_text("devices = 2\nvram = 8M\nmemory = 1G\n")
+    args = cli.make_parser().parse_args(["triage", str(tmp_path), "--memory", "3G"])
+    campaign.campaign_settings(tmp_path, args)
+    assert (args.devices, args.vram, args.memory, args.cpus) == (2, "8M", "3G", 2)
+    (tmp_path / "campaign.conf").write_text("devices = two\n")
+    with pytest.raises(SvmfuzzError, match="bad devices: 'two'"):
+        campaign.campaign_settings(tmp_path, args)
+
+
 def test_write_atomic_replaces_the_file_whole(tmp_path):
     path = tmp_path / "triage.json"
     campaign.write_atomic(path, "{}\n")
@@ -323,7 +334,8 @@ def test_the_harness_refuses_a_directory_in_use(tmp_path):
     if not harness.is_file():
         pytest.skip("the libFuzzer harness is not built")
     vm_cfg = types.SimpleNamespace(qemu=Path("/q"), kernel=Path("/k"), initramfs=Path("/i"),
-                                   accel="tcg", cpus=1, memory="1G", devices=1, extra_append=[])
+                                   accel="tcg", cpus=1, memory="1G", devices=1, vram="",
+                                   extra_append=[])
     campaign.write_config(tmp_path / "campaign.conf", vm_cfg, tmp_path, "libfuzzer", 5, 100, 100)
     # Held by a process that is not the harness's ancestor.
     holder = subprocess.Popen(

@@ -100,6 +100,9 @@ def _add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-dir", default=str(build_dir()),
                    help="CMake build directory holding artifacts/ (default: %(default)s)")
     p.add_argument("--devices", type=int, default=1, help="number of svmdev devices")
+    p.add_argument("--vram", default="",
+                   help="each device's VRAM, e.g. 16M: a small one makes migrations evict "
+                        "(default: the device's 256M)")
     p.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
                    help="auto: KVM only if a short probe boot succeeds, else TCG")
     p.add_argument("--qemu-flavour", choices=["release", "asan"], default="release")
@@ -109,6 +112,15 @@ def _add_vm_options(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for the guest (default: %(default)s)")
     p.add_argument("--workdir", help="where console logs go (default: <build-dir>/vm)")
     p.add_argument("--append", default="", help="extra kernel command-line arguments")
+
+
+def _add_reset_option(p: argparse.ArgumentParser) -> None:
+    from svmfuzz.runner import RESETS
+
+    p.add_argument("--reset", choices=RESETS, default="snapshot",
+                   help="after a kernel report, a lost executor or a stuck task: restore the "
+                        "snapshot taken once the first boot was ready, or boot again; a restore "
+                        "that fails boots (default: %(default)s)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -140,6 +152,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run text programs (.svmp) in the guest and show the results")
     _add_vm_options(run)
+    _add_reset_option(run)
     run.add_argument("programs", nargs="+", help="program files in the text form")
     run.add_argument("--repeat", type=int, default=1, help="runs of each program")
     run.add_argument("--op-timeout-ms", type=int, default=5000)
@@ -148,13 +161,17 @@ def make_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="programs per second of one VM, and where the time goes")
     _add_vm_options(bench)
+    _add_reset_option(bench)
     bench.add_argument("--runs", type=int, default=30, help="at least this many runs a program")
     bench.add_argument("--seconds", type=float, default=10, help="and at least this long")
     bench.add_argument("--pings", type=int, default=50, help="round trips to time")
+    bench.add_argument("--restores", type=int, default=3,
+                       help="lives ended to time what comes next (default: %(default)s)")
     bench.set_defaults(func=_cmd_bench)
 
     fz = sub.add_parser("fuzz", help="a coverage-guided campaign against the guest (libFuzzer or AFL++)")
     _add_vm_options(fz)
+    _add_reset_option(fz)
     fz.add_argument("--engine", choices=["libfuzzer", "afl"], default="libfuzzer")
     fz.add_argument("--minutes", type=float, default=10, help="how long (default: %(default)s)")
     fz.add_argument("--seeds", default=str(REPO_ROOT / "corpus" / "programs"),
@@ -167,6 +184,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("triage", help="run a campaign's saved inputs again and bucket them by title")
     _add_vm_options(tr)
+    _add_reset_option(tr)
     tr.add_argument("dir", help="the campaign directory (svmfuzz fuzz --workdir)")
     tr.add_argument("--repeat", type=int, default=3, help="runs of each input (default: %(default)s)")
     tr.add_argument("--op-timeout-ms", type=int, default=5000,
@@ -197,6 +215,7 @@ def make_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("repro", help="run one input again and again and say how often it "
                                       "gives which title")
     _add_vm_options(rp)
+    _add_reset_option(rp)
     rp.add_argument("input", help="a text program (.svmp) or a fuzzer input, e.g. DIR/crashes/crash-*")
     rp.add_argument("-n", type=int, default=10, help="runs (default: %(default)s)")
     rp.add_argument("--knobs", default="", help=knobs_help)

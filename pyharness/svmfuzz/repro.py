@@ -114,7 +114,8 @@ def repro_command(args, log) -> int:
     if not args.workdir and workdir is not None:
         args.workdir = str(workdir / "repro-vm")
     cfg = native.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout,
-                              op_timeout_ms=op_ms, program_timeout_ms=program_ms)
+                              op_timeout_ms=op_ms, program_timeout_ms=program_ms,
+                              reset=runner.reset_mode(args.reset))
     with runner.Runner(cfg, log) as r:
         t = campaign.rerun(r, path, data, program, knobs, args.n, log)
     (b,) = campaign.bucket([t])

@@ -38,9 +38,21 @@ EXECUTOR_EXITED = "svmfuzz-init: executor exited"
 UNREADABLE_RESULT = "executor sent an unreadable result"
 
 
+# How a life that ended gives way to the next (--reset): a restore of the
+# snapshot the first boot took once its executor was ready, or a new boot.
+RESETS = ("snapshot", "reboot")
+
+
+def reset_mode(name: str) -> "native.Reset":
+    if name not in RESETS:
+        raise SvmfuzzError(f"--reset: {name!r} is not one of {', '.join(RESETS)}")
+    return native.Reset.SNAPSHOT if name == "snapshot" else native.Reset.REBOOT
+
+
 def __getattr__(name: str):
     # The runner's configuration is the C++ one: RunnerConfig(vm, boot_timeout=,
-    # op_timeout_ms=, program_timeout_ms=, cover=, cover_cap=, result_slack=).
+    # op_timeout_ms=, program_timeout_ms=, cover=, cover_cap=, result_slack=,
+    # reset=).
     if name == "RunnerConfig":
         return native.RunnerConfig
     raise AttributeError(name)
@@ -129,6 +141,10 @@ class Runner:
     def ping(self) -> float:
         return self._native.ping()
 
+    def end_life(self, why: str) -> None:
+        """Ends the current life now; the next program restores or boots."""
+        self._native.end_life(why)
+
     def devctl(self, index: int) -> "native.DevCtl":
         """Device `index`'s control channel in the current life."""
         return self._native.devctl(index)
@@ -161,8 +177,9 @@ def encode_texts(texts: dict[str, str], workdir: Path, svmprog: Path) -> dict[st
 
 def describe(outcome: Outcome) -> list[str]:
     """Lines for a person: the outcome, then one per op that ran."""
+    restored = ", restored" if outcome.life.restored else ""
     lines = [f"program {outcome.id}: {outcome.title()} ({outcome.seconds * 1000:.1f} ms, "
-             f"life {outcome.life.index})"]
+             f"life {outcome.life.index}{restored})"]
     r = outcome.result
     if r is None:
         lines += [f"  finding: {f.title}" for f in outcome.findings]
@@ -194,7 +211,8 @@ def run_command(args, log) -> int:
     programs = encode_programs(paths, svmprog)
     cfg = native.RunnerConfig(config_from_args(args, "executor", log),
                               boot_timeout=args.timeout, op_timeout_ms=args.op_timeout_ms,
-                              program_timeout_ms=args.program_timeout_ms)
+                              program_timeout_ms=args.program_timeout_ms,
+                              reset=reset_mode(args.reset))
     failed = False
     with Runner(cfg, log) as runner:
         runner.boot()

@@ -7,6 +7,7 @@ native.Vm (fuzz/runner/vm.h).
 
 import json
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ class Artifacts:
 
 def config(artifacts: Artifacts, workdir: Path, **fields) -> "native.VmConfig":
     """A VM of these artifacts; `fields` as native.VmConfig takes them (name,
-    accel, cpus, memory, devices, run, interactive, extra_append)."""
+    accel, cpus, memory, devices, vram, run, interactive, extra_append)."""
     return native.VmConfig(artifacts.qemu, artifacts.kernel, artifacts.initramfs, workdir, **fields)
 
 
@@ -116,7 +117,20 @@ def config_from_args(args, run: str, log) -> "native.VmConfig":
     workdir = Path(args.workdir) if args.workdir else build / "vm"
     accel = choose_accel(args.accel, artifacts, workdir, log)
     return config(artifacts, workdir, accel=accel, cpus=args.cpus, memory=args.memory,
-                  devices=args.devices, run=run, extra_append=args.append.split())
+                  devices=args.devices, vram=vram_size(args.vram), run=run,
+                  extra_append=args.append.split())
+
+
+def vram_size(text: str) -> str:
+    """--vram as QEMU's svmdev takes it: bytes, or a count of K, M or G, a
+    whole number of 4 KiB pages; empty for the device's default."""
+    if not text:
+        return ""
+    m = re.fullmatch(r"(\d+)([KMG]?)", text.strip().upper())
+    size = int(m[1]) << {"": 0, "K": 10, "M": 20, "G": 30}[m[2]] if m else 0
+    if size == 0 or size % 4096:
+        raise SvmfuzzError(f"--vram {text!r}: want a non-zero multiple of 4 KiB, such as 64M")
+    return f"{m[1]}{m[2]}"
 
 
 def shell_command(args, log) -> int:

@@ -139,3 +139,12 @@ def test_qmp_command_on_a_monitor(tmp_path):
     assert vm.qmp(path, "send-key", keys=["a"]) == [1]
     t.join()
     assert b'"send-key"' in asked[1] and b'"keys": ["a"]' in asked[1]
+
+
+def test_vram_size_is_checked_before_qemu_sees_it():
+    assert vm.vram_size("") == ""
+    assert vm.vram_size("16m") == "16M"
+    assert vm.vram_size("8192") == "8192"
+    for bad in ("0", "100", "lots", "1.5G", "-4K"):
+        with pytest.raises(SvmfuzzError, match="--vram"):
+            vm.vram_size(bad)
