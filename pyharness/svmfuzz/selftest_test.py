@@ -68,6 +68,16 @@ def test_wildcards_cover_families(tmp_path):
         "hmm.*.nothing_like_this: listed in the expectations but no such test ran"]
 
 
+def test_a_flaky_test_may_pass_or_fail_but_not_skip(tmp_path):
+    r = selftest.parse_console(CONSOLE)
+    known = tmp_path / "known"
+    known.write_text("hmm.*.anon_write flaky a race the kernel leaves open\n"
+                     "hmm2.*.migrate_mixed flaky the same race\n"
+                     "hmm.*.hugetlb* flaky no pool today\n")
+    assert selftest.compare(r, selftest.load_expectations(known)) == [
+        "hmm.hmm_device_private.hugetlbfs: skip, expected flaky (no huge pages)"]
+
+
 def test_truncated_run_is_reported():
     cut = CONSOLE.split("#  RUN           hmm2")[0]
     problems = selftest.compare(selftest.parse_console(cut), {})
