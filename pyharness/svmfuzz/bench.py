@@ -15,10 +15,15 @@ it for the 10-op driver program, to show what collecting coverage costs.
 
 With --reset snapshot it also ends the life a few times and prints the
 seconds to a ready executor of a restore against those of the boot.
+
+With --campaign-minutes M it then runs, one after the other, an M-minute
+libFuzzer campaign from the seed corpus with each way of reset (reboot, then
+snapshot) and prints each one's execs/s, lives and restores, and the ratio.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import tempfile
 import time
@@ -123,13 +128,45 @@ def command(args, log) -> int:
     if resets:
         restored = [s for kind, s in resets if kind == "restore"]
         booted = [s for kind, s in resets if kind == "boot"]
-        log(f"bench: reset: boot {life.boot_seconds:.1f} s to a ready executor; "
-            f"{len(restored)} of {len(resets)} later lives restored, median "
-            + (f"{statistics.median(restored):.2f} s (x{life.boot_seconds / statistics.median(restored):.1f} "
-               f"faster than the boot)" if restored else "-")
-            + (f"; {len(booted)} booted instead, median {statistics.median(booted):.1f} s"
-               if booted else ""))
+        line = (f"bench: reset: boot {life.boot_seconds:.1f} s to a ready executor; "
+                f"{len(restored)} of {len(resets)} later lives restored")
+        if restored:
+            median = statistics.median(restored)
+            line += f", median {median:.2f} s (x{life.boot_seconds / median:.1f} faster)"
+        if booted:
+            line += f"; {len(booted)} booted instead, median {statistics.median(booted):.1f} s"
+        log(line)
+    if args.campaign_minutes > 0:
+        rates = {reset: measure_campaign(args, reset, log) for reset in ("reboot", "snapshot")}
+        log(f"bench: campaign of {args.campaign_minutes:g} min from the seeds: " + "; ".join(
+            f"--reset {reset}: {s['execs']} execs, {s['execs_per_sec']:.2f}/s, {s['lives']} lives "
+            f"({s.get('restores', 0)} restored)" for reset, s in rates.items()))
+        base = rates["reboot"]["execs_per_sec"]
+        if base > 0:
+            log(f"bench: campaign execs/s, snapshot against reboot: "
+                f"x{rates['snapshot']['execs_per_sec'] / base:.2f}")
     return 0
+
+
+def measure_campaign(args, reset: str, log) -> dict:
+    """The stats of a fresh campaign of args.campaign_minutes with `reset`."""
+    from svmfuzz import cli
+
+    with tempfile.TemporaryDirectory(prefix=f"svmfuzz-bench-{reset}-") as workdir:
+        argv = ["fuzz", "--build-dir", args.build_dir, "--accel", args.accel,
+                "--qemu-flavour", args.qemu_flavour, "--memory", args.memory,
+                "--cpus", str(args.cpus), "--devices", str(args.devices), "--workdir", workdir,
+                "--minutes", str(args.campaign_minutes), "--reset", reset,
+                "--progress-seconds", "60"]
+        if args.vram:
+            argv += ["--vram", args.vram]
+        if args.append:
+            argv += ["--append", args.append]
+        rc = cli.main(argv)
+        stats = Path(workdir) / "stats.json"
+        if rc != 0 or not stats.is_file():
+            raise SvmfuzzError(f"bench: the campaign with --reset {reset} failed ({rc})")
+        return json.loads(stats.read_text())
 
 
 def measure_resets(r: runner.Runner, program: bytes, count: int) -> list[tuple[str, float]]:

@@ -298,8 +298,9 @@ def test_triage_runs_the_campaigns_vm_unless_told_otherwise(tmp_path):
     campaign.campaign_settings(tmp_path, args)
     assert (args.devices, args.vram, args.memory, args.cpus) == (2, "8M", "3G", 2)
     (tmp_path / "campaign.conf").write_text("devices = two\n")
+    fresh = cli.make_parser().parse_args(["triage", str(tmp_path)])
     with pytest.raises(SvmfuzzError, match="bad devices: 'two'"):
-        campaign.campaign_settings(tmp_path, args)
+        campaign.campaign_settings(tmp_path, fresh)
 
 
 def test_write_atomic_replaces_the_file_whole(tmp_path):

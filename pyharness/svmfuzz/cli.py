@@ -167,6 +167,9 @@ def make_parser() -> argparse.ArgumentParser:
     bench.add_argument("--pings", type=int, default=50, help="round trips to time")
     bench.add_argument("--restores", type=int, default=3,
                        help="lives ended to time what comes next (default: %(default)s)")
+    bench.add_argument("--campaign-minutes", type=float, default=0,
+                       help="then a campaign of this long with each --reset, one after the "
+                            "other, to compare their execs/s (default: none)")
     bench.set_defaults(func=_cmd_bench)
 
     fz = sub.add_parser("fuzz", help="a coverage-guided campaign against the guest (libFuzzer or AFL++)")
