@@ -424,3 +424,50 @@ def test_snapshot_round_trip_restores_the_device_exactly(vm):
         pass
     assert ev.code == devctl.Status.OK
     assert read(ctl, CTX, VA + 0x5000) == 0x5EED
+
+
+def _incoming(workdir: Path, stream: Path) -> tuple[int | None, str]:
+    """A QEMU like the test's taking its state from `stream`: its exit status
+    and output, or None for one that took the state and went on."""
+    argv = [os.path.realpath(qemu_binary()), "-nodefaults", "-display", "none", "-M", "q35",
+            "-m", "128", *[a for d in FIRMWARE_DIRS for a in ("-L", d)], "-accel", "qtest",
+            "-chardev", "null,id=ctl",
+            "-device", f"svmdev,addr={DEV:02x}.0,vram-size={VRAM_SIZE},contexts=4,chardev=ctl",
+            "-incoming", f"exec:cat {stream}"]
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, cwd=workdir)
+    try:
+        out, _ = p.communicate(timeout=15)
+        return p.returncode, out.decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, _ = p.communicate()
+        return None, out.decode(errors="replace")
+
+
+@pytest.mark.vm
+def test_a_stream_whose_state_length_is_too_large_is_refused_before_any_allocation(vm):
+    dev = Device(vm.qt)
+    dev.setup_pci()
+    dev.enable()
+    stream = vm.workdir / "stream"
+    vm.qmp.execute("migrate", uri=f"exec:cat > {stream}")
+    deadline = time.monotonic() + 60
+    while (status := vm.qmp.execute("query-migrate").get("status")) != "completed":
+        assert status not in ("failed", "cancelled") and time.monotonic() < deadline, status
+        time.sleep(0.1)
+    data = stream.read_bytes()
+    # The device's state starts with its magic ("SVM2", little-endian); the
+    # stream gives its length (big-endian) just before it.
+    at = data.find(struct.pack("<I", 0x53564D32))
+    assert at >= 4, "no device state in the stream"
+    (length,) = struct.unpack(">I", data[at - 4:at])
+    assert 0 < length < len(data) - at + 1
+
+    status, out = _incoming(vm.workdir, stream)
+    assert status is None and "svmdev" not in out, out  # the stream as saved loads
+    for bad in (0xFFFF_FFF0, 0x8000_0000):
+        patched = vm.workdir / f"stream-{bad:x}"
+        patched.write_bytes(data[:at - 4] + struct.pack(">I", bad) + data[at:])
+        status, out = _incoming(vm.workdir, patched)
+        assert status not in (None, 0) and "Input validation failed: svmdev" in out, out
