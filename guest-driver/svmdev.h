@@ -230,6 +230,9 @@ struct svmdev {
 	struct page *vram_free;		/* free list through zone_device_data */
 	unsigned long vram_nfree;
 	struct mutex evict_lock;	/* one eviction at a time; protects evict_cursor */
+	/* files of the SERIAL_TO_RAM personality, and the lock they impose */
+	atomic_t serial_to_ram;
+	struct mutex to_ram_lock;
 	unsigned long evict_cursor;
 	void *zero_buf;			/* a zeroed page, source of zero fills */
 	dma_addr_t zero_dma;

@@ -596,6 +596,7 @@ static int svmdev_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	init_waitqueue_head(&sdev->slot_wq);
 	spin_lock_init(&sdev->vram_lock);
 	mutex_init(&sdev->evict_lock);
+	mutex_init(&sdev->to_ram_lock);
 	xa_init_flags(&sdev->ctxs, XA_FLAGS_ALLOC);
 	INIT_WORK(&sdev->fault_work, svmdev_fault_work);
 	INIT_WORK(&sdev->error_work, svmdev_error_work);

@@ -138,44 +138,67 @@ err_page:
 /*
  * CPU fault on one of our pages. Called with the page locked and
  * referenced; on copy failure the access gets SIGBUS rather than a fault
- * that would be retried forever.
+ * that would be retried forever. While a file of the SERIAL_TO_RAM
+ * personality is open, faults take a device-wide lock and bring back the
+ * pages of an aligned window around the faulting one, within its VMA.
  */
 static vm_fault_t svmdev_migrate_to_ram(struct vm_fault *vmf)
 {
 	struct svmdev *sdev = pgmap_to_svmdev(vmf->page->pgmap);
-	unsigned long src = 0, dst = 0;
+	unsigned long src[SVMDEV_TO_RAM_WINDOW] = {}, dst[SVMDEV_TO_RAM_WINDOW] = {};
+	unsigned long addr = vmf->address & PAGE_MASK;
+	bool serial = atomic_read(&sdev->serial_to_ram) > 0;
 	struct migrate_vma args = {
 		.vma = vmf->vma,
-		.start = vmf->address & PAGE_MASK,
-		.end = (vmf->address & PAGE_MASK) + PAGE_SIZE,
-		.src = &src,
-		.dst = &dst,
+		.start = addr,
+		.end = addr + PAGE_SIZE,
+		.src = src,
+		.dst = dst,
 		.pgmap_owner = sdev,
 		.flags = MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
 		.fault_page = vmf->page,
 	};
+	unsigned long i, moved = 0;
 	vm_fault_t ret = 0;
 	struct page *dpage;
 	int err;
 
 	svmdev_count(sdev, SVMDEV_CTR_CPU_FAULTS);
-	if (migrate_vma_setup(&args))
-		return VM_FAULT_SIGBUS;
-	if (src & MIGRATE_PFN_MIGRATE) {
-		dpage = svmdev_page_to_sys(sdev, NULL, migrate_pfn_to_page(src),
-					   vmf->vma, args.start, &err);
+	if (serial) {
+		unsigned long span = SVMDEV_TO_RAM_WINDOW * PAGE_SIZE;
+
+		args.start = max(ALIGN_DOWN(addr, span), vmf->vma->vm_start);
+		args.end = min(ALIGN_DOWN(addr, span) + span, vmf->vma->vm_end);
+		mutex_lock(&sdev->to_ram_lock);
+	}
+	if (migrate_vma_setup(&args)) {
+		ret = VM_FAULT_SIGBUS;
+		goto out;
+	}
+	for (i = 0; i < args.npages; i++) {
+		unsigned long va = args.start + i * PAGE_SIZE;
+
+		if (!(src[i] & MIGRATE_PFN_MIGRATE))
+			continue;
+		dpage = svmdev_page_to_sys(sdev, NULL, migrate_pfn_to_page(src[i]),
+					   vmf->vma, va, &err);
 		if (dpage) {
-			dst = migrate_pfn(page_to_pfn(dpage));
-			if (src & MIGRATE_PFN_WRITE)
-				dst |= MIGRATE_PFN_WRITE;
-		} else {
+			dst[i] = migrate_pfn(page_to_pfn(dpage));
+			if (src[i] & MIGRATE_PFN_WRITE)
+				dst[i] |= MIGRATE_PFN_WRITE;
+			moved++;
+		} else if (va == addr) {
+			/* only the faulting page decides the fault */
 			ret = err == -ENOMEM ? VM_FAULT_OOM : VM_FAULT_SIGBUS;
 		}
 	}
 	migrate_vma_pages(&args);
-	if (dst && (src & MIGRATE_PFN_MIGRATE))
-		svmdev_count(sdev, SVMDEV_CTR_TO_RAM);
+	if (moved)
+		atomic64_add(moved, &sdev->ctr[SVMDEV_CTR_TO_RAM]);
 	migrate_vma_finalize(&args);
+out:
+	if (serial)
+		mutex_unlock(&sdev->to_ram_lock);
 	return ret;
 }
 

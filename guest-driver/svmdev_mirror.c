@@ -289,7 +289,9 @@ struct svmdev_mirror *svmdev_mirror_create(struct svmdev *sdev, bool compat,
 	ret = mmu_notifier_register(&mirror->mmn.count_mn, mirror->mm);
 	if (ret)
 		goto err_destroy;
-	if (personality != SVMDEV_PERS_NONE) {
+	if (personality == SVMDEV_PERS_SERIAL_TO_RAM) {
+		atomic_inc(&sdev->serial_to_ram);
+	} else if (personality != SVMDEV_PERS_NONE) {
 		mirror->mmn.pers_mn.ops = &svmdev_pers_ops;
 		ret = mmu_notifier_register(&mirror->mmn.pers_mn, mirror->mm);
 		if (ret)
@@ -348,6 +350,8 @@ void svmdev_mirror_destroy(struct svmdev_mirror *mirror)
 	svmdev_exec(sdev, &cmd, &req, "CTX_DESTROY");
 	xa_erase(&sdev->ctxs, mirror->ctx);
 	svmdev_pt_fini(mirror);
+	if (mirror->personality == SVMDEV_PERS_SERIAL_TO_RAM)
+		atomic_dec(&sdev->serial_to_ram);
 	mmdrop(mirror->mm);
 	svmdev_put(sdev);
 	kfree(mirror);

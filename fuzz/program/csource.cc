@@ -26,7 +26,8 @@ constexpr const char* kAdvice[] = {
     "MADV_HUGEPAGE", "MADV_NOHUGEPAGE",    "MADV_WILLNEED",       "MADV_POPULATE_READ",
     "MADV_POPULATE_WRITE", "MADV_COLLAPSE"};
 constexpr const char* kPersonalities[] = {"SVMDEV_PERS_NONE", "SVMDEV_PERS_REFUSE_NONBLOCK",
-                                          "SVMDEV_PERS_BLOCK_SHARED", "SVMDEV_PERS_SLOW"};
+                                          "SVMDEV_PERS_BLOCK_SHARED", "SVMDEV_PERS_SLOW",
+                                          "SVMDEV_PERS_SERIAL_TO_RAM"};
 
 std::string Prot(uint64_t mask) {
   if (mask == 0) return "PROT_NONE";

@@ -15,7 +15,8 @@ constexpr const char* kAdvice[] = {"dontneed",       "free",       "pageout",  "
 constexpr const char* kNoYes[] = {"no", "yes"};
 constexpr const char* kAccess[] = {"read", "write", "atomic"};
 // Index is the SVMDEV_PERS_* value.
-constexpr const char* kPersonalities[] = {"none", "refuse_nonblock", "block_shared", "slow"};
+constexpr const char* kPersonalities[] = {"none", "refuse_nonblock", "block_shared", "slow",
+                                          "serial_to_ram"};
 
 constexpr ArgDesc NewBuf() { return {"buf", ArgKind::kNewBuffer, 0, kMaxBuffers - 1, nullptr}; }
 constexpr ArgDesc Buf() { return {"buf", ArgKind::kBuffer, 0, kMaxBuffers - 1, nullptr}; }

@@ -21,7 +21,14 @@
 #define SVMDEV_PERS_REFUSE_NONBLOCK	1	/* mm notifier: -EAGAIN on every non-blockable start */
 #define SVMDEV_PERS_BLOCK_SHARED	2	/* mm notifier: start waits on the fault-path lock */
 #define SVMDEV_PERS_SLOW		3	/* mm notifier: blockable start sleeps ~1 ms */
-#define SVMDEV_PERS_MAX			3
+/*
+ * While a file with this personality is open, the device's CPU-fault path
+ * (migrate_to_ram) takes a device-wide lock and brings back a window of
+ * SVMDEV_TO_RAM_WINDOW pages around the fault, as amdgpu and nouveau do.
+ */
+#define SVMDEV_PERS_SERIAL_TO_RAM	4
+#define SVMDEV_PERS_MAX			4
+#define SVMDEV_TO_RAM_WINDOW		16
 
 /**
  * struct svmdev_bind - bind the file to the caller's address space

@@ -18,7 +18,7 @@ from svmfuzz.paths import build_dir
 
 pytestmark = pytest.mark.vm
 
-PERSONALITIES = ("none", "refuse_nonblock", "block_shared", "slow")
+PERSONALITIES = ("none", "refuse_nonblock", "block_shared", "slow", "serial_to_ram")
 
 # Mirror, migrate, device writes and reads through file 1, with invalidations
 # of every kind the CPU side makes (drop, protection change, unmap).
@@ -178,6 +178,16 @@ def test_personality(guest, programs, personality):
     if personality == "slow":
         # Its start sleeps at least a millisecond in the madvise's invalidation.
         assert ops[P_MADVISE].duration_us >= 1000, runner.describe(o)
+    # The device's counters over one more run: the CPU faults of the last
+    # verify bring back one page each, or a window each with serial_to_ram.
+    again = clean(guest.run(programs[f"pers_{personality}"]))
+    delta = {d: again.result.counters[protocol.HW_COUNTERS + d] - c[protocol.HW_COUNTERS + d]
+             for d in (protocol.Drv.CPU_FAULTS, protocol.Drv.TO_RAM)}
+    assert delta[protocol.Drv.CPU_FAULTS] > 0, delta
+    if personality == "serial_to_ram":
+        assert delta[protocol.Drv.TO_RAM] >= 2 * delta[protocol.Drv.CPU_FAULTS], delta
+    else:
+        assert delta[protocol.Drv.TO_RAM] <= delta[protocol.Drv.CPU_FAULTS], delta
 
 
 def test_two_files_on_one_mm(guest, programs):
