@@ -16,7 +16,6 @@ import subprocess
 import pytest
 
 from svmfuzz import native, selftest, vm
-from svmfuzz.build import cache, image
 from svmfuzz.oracles import console
 from svmfuzz.paths import REPO_ROOT, build_dir
 
@@ -60,17 +59,8 @@ def program(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def artifacts(guest_artifacts, program):
-    """The build's guest, its initramfs made from this checkout's init (which
-    knows svmfuzz.run=extra:) and extended with the program."""
-    build = build_dir()
-    kernel, module = (cache.linked_artifact(n, build) for n in ("kernel", "module"))
-    executor = build / "fuzz" / "executor" / "svmfuzz-executor"
-    if kernel is None or module is None or not executor.is_file():
-        pytest.skip(f"no kernel, module or executor in {build}: build first")
-    base = image.build(kernel, module, executor, print) / "initramfs.cpio"
-    extended = image.extend(base, {NAME: program}, program.with_name("initramfs.cpio"))
-    return vm.Artifacts(guest_artifacts.qemu, guest_artifacts.kernel, extended)
+def artifacts(extend_guest, program):
+    return extend_guest({NAME: program}, program.parent)
 
 
 def test_oversized_ranges_return_soon_and_quietly(artifacts):

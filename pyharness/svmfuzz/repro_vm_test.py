@@ -14,7 +14,6 @@ import subprocess
 import pytest
 
 from svmfuzz import native, protocol, repro, runner, vm
-from svmfuzz.build import cache, image
 from svmfuzz.oracles import console
 from svmfuzz.paths import build_dir
 
@@ -53,18 +52,8 @@ def reproducer(program, svmprog):
 
 
 @pytest.fixture(scope="module")
-def artifacts(guest_artifacts, reproducer):
-    """The build's guest, its initramfs made from this checkout's init (which
-    knows svmfuzz.run=extra:) and extended with the reproducer."""
-    build = build_dir()
-    kernel, module = (cache.linked_artifact(n, build) for n in ("kernel", "module"))
-    executor = build / "fuzz" / "executor" / "svmfuzz-executor"
-    if kernel is None or module is None or not executor.is_file():
-        pytest.skip(f"no kernel, module or executor in {build}: build first")
-    base = image.build(kernel, module, executor, print) / "initramfs.cpio"
-    extended = image.extend(base, {"svmfuzz-repro": reproducer},
-                            reproducer.with_name("initramfs.cpio"))
-    return vm.Artifacts(guest_artifacts.qemu, guest_artifacts.kernel, extended)
+def artifacts(extend_guest, reproducer):
+    return extend_guest({"svmfuzz-repro": reproducer}, reproducer.parent)
 
 
 def test_the_reproducer_gives_the_title_the_executor_gives(artifacts, program, svmprog):
