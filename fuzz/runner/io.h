@@ -32,6 +32,8 @@ int ConnectUnix(const std::string& path);
 std::string ReadFile(const std::string& path);
 // Without the whitespace around it.
 std::string Trim(const std::string& s);
+// `s` as a JSON string literal, quotes included.
+std::string JsonString(const std::string& s);
 
 }  // namespace svmfuzz
 

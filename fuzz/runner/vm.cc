@@ -31,23 +31,6 @@ constexpr double kConnectRetrySeconds = 0.05;
 
 void Sleep(double seconds) { std::this_thread::sleep_for(std::chrono::duration<double>(seconds)); }
 
-std::string JsonQuote(const std::string& s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char esc[8];
-      std::snprintf(esc, sizeof(esc), "\\u%04x", c);
-      out += esc;
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
 // The text of a JSON string ("..."), escapes undone; empty if it is not one.
 std::string JsonUnquote(const std::string& json) {
   std::string out;
@@ -333,7 +316,7 @@ bool Vm::Monitor(const std::vector<std::string>& commands, double timeout,
 bool Vm::Hmp(const std::string& command, double timeout, std::string* error) {
   std::vector<std::string> returns;
   if (!Monitor({R"({"execute": "human-monitor-command", "arguments": {"command-line": )" +
-                JsonQuote(command) + "}}"},
+                JsonString(command) + "}}"},
                timeout, &returns, error)) {
     return false;
   }
@@ -371,7 +354,7 @@ bool Vm::LoadSnapshot(const std::string& tag, const std::string& name, double ti
   if (!cfg_.interactive &&
       !Monitor({R"({"execute": "chardev-change", "arguments": {"id": "con", "backend": )"
                 R"({"type": "file", "data": {"out": )" +
-                JsonQuote(console.string()) + "}}}}"},
+                JsonString(console.string()) + "}}}}"},
                timeout, &returns, error)) {
     return false;
   }
