@@ -304,6 +304,26 @@ bool IsTemporary(const std::string& name, const std::string& of) {
   return std::regex_match(name, m, re) && (of.empty() || m[1] == of);
 }
 
+bool AppendLine(const fs::path& path, const std::string& line, std::string* error) {
+  const int fd = open(path.c_str(), O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    *error = "cannot open " + path.string() + ": " + std::strerror(errno);
+    return false;
+  }
+  std::string data = line + "\n";
+  struct stat st;
+  char last = '\n';
+  if (fstat(fd, &st) == 0 && st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) == 1 &&
+      last != '\n') {
+    data.insert(data.begin(), '\n');
+  }
+  bool ok = WriteWhole(fd, data.data(), data.size()) && fsync(fd) == 0;
+  const int err = errno;
+  close(fd);
+  if (!ok) *error = "cannot append to " + path.string() + ": " + std::strerror(err);
+  return ok;
+}
+
 bool WriteAtomic(const fs::path& path, const std::string& data, std::string* error) {
   const fs::path dir = path.parent_path();
   std::string tmp = (dir / ("." + path.filename().string() + ".tmp-XXXXXX")).string();
@@ -676,7 +696,7 @@ void Campaign::Save(const uint8_t* data, size_t size, const Outcome& outcome,
   if (log_) log_("campaign: saved " + input.string() + ": " + trouble[0]);
 }
 
-void Campaign::WriteStats() {
+void Campaign::WriteStats(bool final) {
   last_stats_ = Now();
   std::string error;
   if (pcs_.size() != pcs_written_) {
@@ -712,11 +732,17 @@ void Campaign::WriteStats() {
                      ", \"saved\": " + std::to_string(stats_.saved) +
                      ", \"boot_failures\": " + std::to_string(stats_.boot_failures) + "}\n";
   if (!WriteAtomic(cfg_.workdir / "stats.json", json, &error) && log_) log_("campaign: " + error);
+  if (last_history_ == 0 || last_stats_ - last_history_ >= kHistorySeconds || final) {
+    last_history_ = last_stats_;
+    json.pop_back();  // its newline
+    if (!AppendLine(cfg_.workdir / "stats-history.jsonl", json, &error) && log_)
+      log_("campaign: " + error);
+  }
 }
 
 void Campaign::Finish() {
   runner_.EndLife("campaign over");
-  WriteStats();
+  WriteStats(true);
 }
 
 }  // namespace svmfuzz::campaign

@@ -9,7 +9,8 @@
 // a kernel report on the console) is saved under <workdir>/crashes/ with why,
 // and the campaign goes on; after a kernel report the VM life ends so the
 // next input gets a fresh kernel. <workdir>/stats.json is rewritten every few
-// seconds. Every file is written whole (WriteAtomic: temporary file, fsync,
+// seconds, and every kHistorySeconds it is also appended to
+// <workdir>/stats-history.jsonl, one JSON object a line, for plots over time. Every file is written whole (WriteAtomic: temporary file, fsync,
 // rename, directory fsync), so a campaign killed at any moment leaves nothing
 // half-written behind; the temporaries it leaves are removed on resume.
 //
@@ -39,6 +40,8 @@ inline constexpr char kConfigEnv[] = "SVMFUZZ_CAMPAIGN";
 // locked and passed down: the harness shares its lock.
 inline constexpr char kLockFdEnv[] = "SVMFUZZ_CAMPAIGN_LOCK_FD";
 inline constexpr char kLockFile[] = "campaign.lock";
+// Seconds between two lines of <workdir>/stats-history.jsonl.
+inline constexpr double kHistorySeconds = 30;
 // N: the process SIGKILLs itself at the Nth step of WriteAtomic (each write
 // has three: the temporary half-written, synced, renamed), so tests can show
 // that a campaign killed anywhere resumes with nothing lost or doubled.
@@ -87,6 +90,9 @@ std::string Kind(const std::string& trouble);
 // (.<name>.tmp-XXXXXX), synced before it is renamed over `path`, and syncs the
 // directory so the rename lasts. False with `error` if any step failed.
 bool WriteAtomic(const std::filesystem::path& path, const std::string& data, std::string* error);
+// Appends `line` and a newline to `path` (created if missing) and syncs it.
+// A line a kill cut short is ended first, so only it is lost to a reader.
+bool AppendLine(const std::filesystem::path& path, const std::string& line, std::string* error);
 // fsync of a directory: what was created or renamed in it lasts.
 bool SyncDir(const std::filesystem::path& dir, std::string* error);
 // Whether `name` is a temporary of WriteAtomic (of `of`, when given).
@@ -142,7 +148,8 @@ class Campaign {
   bool Execute(const uint8_t* data, size_t size, uint8_t* map, size_t map_size,
                std::string* error);
   // Rewrites stats.json (and guest-pcs when it grew).
-  void WriteStats();
+  // `final`: the campaign's last write, which always reaches the history.
+  void WriteStats(bool final = false);
   // Ends the VM and writes the stats: the campaign is over.
   void Finish();
 
@@ -170,6 +177,7 @@ class Campaign {
   std::set<std::string> unexplained_;  // saved inputs described as unknown
   int failed_boots_ = 0;
   double last_stats_ = 0;
+  double last_history_ = 0;
   int previous_lives_ = 0;     // lives of earlier sessions of this campaign
   int previous_restores_ = 0;  // of which restored from a snapshot
 };

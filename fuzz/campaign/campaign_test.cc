@@ -235,6 +235,21 @@ TEST_F(WriteAtomicTest, ReplacesTheFileWholeAndLeavesNoTemporary) {
   EXPECT_TRUE(Has(error, "cannot create a file in " + (dir_ / "missing").string())) << error;
 }
 
+TEST_F(WriteAtomicTest, AppendLineEndsALineAKillCutShort) {
+  std::string error;
+  ASSERT_TRUE(AppendLine(dir_ / "h.jsonl", "{\"a\": 1}", &error)) << error;
+  ASSERT_TRUE(AppendLine(dir_ / "h.jsonl", "{\"a\": 2}", &error)) << error;
+  EXPECT_EQ(Read(dir_ / "h.jsonl"), "{\"a\": 1}\n{\"a\": 2}\n");
+  {
+    std::ofstream cut(dir_ / "h.jsonl", std::ios::app);
+    cut << "{\"a\": ";
+  }
+  ASSERT_TRUE(AppendLine(dir_ / "h.jsonl", "{\"a\": 3}", &error)) << error;
+  EXPECT_EQ(Read(dir_ / "h.jsonl"), "{\"a\": 1}\n{\"a\": 2}\n{\"a\": \n{\"a\": 3}\n");
+  EXPECT_FALSE(AppendLine(dir_ / "missing" / "h", "x", &error));
+  EXPECT_TRUE(Has(error, "cannot open " + (dir_ / "missing" / "h").string())) << error;
+}
+
 TEST_F(WriteAtomicTest, NamesItsTemporariesAndChecksTheDirectorySync) {
   EXPECT_TRUE(IsTemporary(".stats.json.tmp-a1B2c3"));
   EXPECT_TRUE(IsTemporary(".stats.json.tmp-a1B2c3", "stats.json"));
@@ -437,6 +452,12 @@ TEST_F(CampaignTest, StatsAreWrittenAndAResumedCampaignCountsOn) {
   EXPECT_TRUE(Has(json, "\"saved\": 1,")) << json;
   EXPECT_TRUE(Has(json, "\"lives\": 2,")) << json;
   EXPECT_TRUE(Has(json, "\"reboots\": 1,")) << json;
+  // The history has the first write of each session and the last one.
+  std::istringstream history(Read(dir_ / "campaign" / "stats-history.jsonl"));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(history, line);) lines.push_back(line);
+  ASSERT_GE(lines.size(), 3u);
+  EXPECT_TRUE(Has(lines.back(), "\"execs\": 3,")) << lines.back();
   // The second session's life has a log of its own.
   EXPECT_EQ(again->lives(), 1);
   EXPECT_TRUE(fs::exists(dir_ / "campaign" / "vm" / "vm0-life000.console.log"));

@@ -2,6 +2,7 @@
 // mutator and crossover, linked in here with a stand-in LLVMFuzzerMutate,
 // and the AFL++ custom mutator library, loaded as afl-fuzz loads it.
 #include <dlfcn.h>
+#include <stdlib.h>
 #include <gtest/gtest.h>
 
 #include <string>
@@ -118,6 +119,37 @@ TEST(LibFuzzerMutator, CrossOverTakesOpsOfBothParents) {
     ASSERT_LE(n, out.size());
     ASSERT_TRUE(IsProgram(out.data(), n));
   }
+}
+
+// The baseline of the mutator benchmark: libFuzzer's byte mutations as they
+// are, and a crossover of a head and a tail, with no structured step.
+TEST(LibFuzzerMutator, BytesModeLeavesProgramsToTheEngine) {
+  ASSERT_EQ(setenv("SVMFUZZ_MUTATOR", "bytes", 1), 0);
+  const auto corpus = CorpusBytes();
+  havoc_calls = 0;
+  for (unsigned seed = 0; seed < 100; seed++) {
+    std::vector<uint8_t> in = corpus[seed % corpus.size()], expect = in;
+    const size_t size = in.size();
+    in.resize(4096);
+    expect.resize(4096);
+    const size_t n = LLVMFuzzerCustomMutator(in.data(), size, 4096, seed);
+    const size_t m = LLVMFuzzerMutate(expect.data(), size, 4096);
+    ASSERT_EQ(std::vector<uint8_t>(in.begin(), in.begin() + n),
+              std::vector<uint8_t>(expect.begin(), expect.begin() + m));
+  }
+  EXPECT_EQ(havoc_calls, 200);
+  const std::vector<uint8_t> a(10, 0xaa), b(10, 0xbb);
+  for (unsigned seed = 0; seed < 100; seed++) {
+    std::vector<uint8_t> out(12);
+    const size_t n = LLVMFuzzerCustomCrossOver(a.data(), a.size(), b.data(), b.size(), out.data(),
+                                               out.size(), seed);
+    ASSERT_LE(n, out.size());
+    size_t i = 0;
+    while (i < n && out[i] == 0xaa) i++;
+    while (i < n && out[i] == 0xbb) i++;
+    EXPECT_EQ(i, n) << "not a head of a, then a tail of b";
+  }
+  ASSERT_EQ(unsetenv("SVMFUZZ_MUTATOR"), 0);
 }
 
 struct AflMutator {

@@ -19,6 +19,11 @@ seconds to a ready executor of a restore against those of the boot.
 With --campaign-minutes M it then runs, one after the other, an M-minute
 libFuzzer campaign from the seed corpus with each way of reset (reboot, then
 snapshot) and prints each one's execs/s, lives and restores, and the ratio.
+
+With --mutator-minutes M it runs, one after the other, an M-minute libFuzzer
+campaign from the seeds with the structured mutator and one with the engine's
+byte mutations alone, triages what each saved, and prints the guest PCs each
+reached, its execs, and its findings that no known outcome explains.
 """
 
 from __future__ import annotations
@@ -137,7 +142,8 @@ def command(args, log) -> int:
             line += f"; {len(booted)} booted instead, median {statistics.median(booted):.1f} s"
         log(line)
     if args.campaign_minutes > 0:
-        rates = {reset: measure_campaign(args, reset, log) for reset in ("reboot", "snapshot")}
+        rates = {reset: measure_campaign(args, args.campaign_minutes, log, "--reset", reset)
+                 for reset in ("reboot", "snapshot")}
         log(f"bench: campaign of {args.campaign_minutes:g} min from the seeds: " + "; ".join(
             f"--reset {reset}: {s['execs']} execs, {s['execs_per_sec']:.2f}/s, {s['lives']} lives "
             f"({s.get('restores', 0)} restored)" for reset, s in rates.items()))
@@ -145,28 +151,67 @@ def command(args, log) -> int:
         if base > 0:
             log(f"bench: campaign execs/s, snapshot against reboot: "
                 f"x{rates['snapshot']['execs_per_sec'] / base:.2f}")
+    if args.mutator_minutes > 0:
+        compare_mutators(args, log)
     return 0
 
 
-def measure_campaign(args, reset: str, log) -> dict:
-    """The stats of a fresh campaign of args.campaign_minutes with `reset`."""
+def _vm_argv(args) -> list[str]:
+    argv = ["--build-dir", args.build_dir, "--accel", args.accel, "--qemu-flavour",
+            args.qemu_flavour, "--memory", args.memory, "--cpus", str(args.cpus),
+            "--devices", str(args.devices)]
+    if args.vram:
+        argv += ["--vram", args.vram]
+    if args.append:
+        argv += ["--append", args.append]
+    return argv
+
+
+def measure_campaign(args, minutes: float, log, *options: str, workdir: Path | None = None,
+                     triage: bool = False) -> dict:
+    """The stats of a fresh campaign of `minutes` with fuzz `options`, in
+    `workdir` (kept) or a temporary directory; with `triage`, also its
+    triage's count of unknown findings ("unknown") and headline."""
     from svmfuzz import cli
 
-    with tempfile.TemporaryDirectory(prefix=f"svmfuzz-bench-{reset}-") as workdir:
-        argv = ["fuzz", "--build-dir", args.build_dir, "--accel", args.accel,
-                "--qemu-flavour", args.qemu_flavour, "--memory", args.memory,
-                "--cpus", str(args.cpus), "--devices", str(args.devices), "--workdir", workdir,
-                "--minutes", str(args.campaign_minutes), "--reset", reset,
-                "--progress-seconds", "60"]
-        if args.vram:
-            argv += ["--vram", args.vram]
-        if args.append:
-            argv += ["--append", args.append]
-        rc = cli.main(argv)
-        stats = Path(workdir) / "stats.json"
+    with tempfile.TemporaryDirectory(prefix="svmfuzz-bench-") as temp:
+        where = Path(workdir or temp)
+        rc = cli.main(["fuzz", *_vm_argv(args), "--workdir", str(where), "--minutes",
+                       str(minutes), "--progress-seconds", "60", *options])
+        stats = where / "stats.json"
         if rc != 0 or not stats.is_file():
-            raise SvmfuzzError(f"bench: the campaign with --reset {reset} failed ({rc})")
-        return json.loads(stats.read_text())
+            raise SvmfuzzError(f"bench: the campaign with {' '.join(options)} failed ({rc})")
+        out = json.loads(stats.read_text())
+        if triage:
+            if cli.main(["triage", *_vm_argv(args), str(where)]) != 0:
+                raise SvmfuzzError(f"bench: the triage of {where} failed")
+            report = json.loads((where / "triage.json").read_text())
+            out.update(unknown=report["unknown"], headline=report["headline"])
+        return out
+
+
+def compare_mutators(args, log) -> None:
+    """Guest PCs after args.mutator_minutes of each mutation, from the same
+    seeds, one campaign after the other; each campaign is kept in
+    args.campaign_dir/<mutation> when given."""
+    figures = {}
+    for mutation in ("structured", "bytes"):
+        workdir = None
+        if args.campaign_dir:
+            workdir = Path(args.campaign_dir) / mutation
+            if workdir.exists():
+                raise SvmfuzzError(f"bench: {workdir} exists; a comparison starts from the seeds")
+            workdir.mkdir(parents=True)
+        figures[mutation] = measure_campaign(args, args.mutator_minutes, log, "--mutator",
+                                             mutation, workdir=workdir, triage=True)
+    for mutation, s in figures.items():
+        log(f"bench: {args.mutator_minutes:g} min, {mutation} mutation: {s['guest_pcs']} guest "
+            f"PCs, {s['execs']} execs ({s['execs_per_sec']:.2f}/s), {s['lives']} lives, "
+            f"{s.get('saved', 0)} saved; triage: {s['headline']}")
+    base = figures["bytes"]["guest_pcs"]
+    if base:
+        log(f"bench: guest PCs, structured against bytes: "
+            f"x{figures['structured']['guest_pcs'] / base:.2f}")
 
 
 def measure_resets(r: runner.Runner, program: bytes, count: int) -> list[tuple[str, float]]:

@@ -282,12 +282,17 @@ def afl_mutator(build: Path) -> Path:
 
 
 def engine_command(engine: str, binary: Path, workdir: Path, seconds: int,
-                   exec_timeout: int,
-                   mutator: Path | None = None) -> tuple[list[str], dict[str, str]]:
+                   exec_timeout: int, mutator: Path | None = None,
+                   mutation: str = "structured") -> tuple[list[str], dict[str, str]]:
     """The engine's command line and environment for a campaign of `seconds`;
     `exec_timeout`: the longest one input may take, a boot included;
-    `mutator`: AFL++'s custom mutator library."""
-    env = dict(os.environ, SVMFUZZ_CAMPAIGN=str(workdir / "campaign.conf"))
+    `mutator`: AFL++'s custom mutator library; `mutation`: "structured", or
+    "bytes" for the engine's byte mutations alone (the baseline the
+    structured mutator is measured against)."""
+    env = dict(os.environ, SVMFUZZ_CAMPAIGN=str(workdir / "campaign.conf"),
+               SVMFUZZ_MUTATOR=mutation)
+    if mutation == "bytes":
+        mutator = None
     if engine == "libfuzzer":
         artifacts = workdir / "engine-artifacts"
         artifacts.mkdir(exist_ok=True)
@@ -380,11 +385,13 @@ def _fuzz(args, build: Path, workdir: Path, lock: int, log) -> int:
                  args.op_timeout_ms, args.program_timeout_ms, args.reset)
     seconds = max(1, int(args.minutes * 60))
     exec_timeout = int(args.timeout + args.program_timeout_ms / 1000 + 60)
-    argv, env = engine_command(args.engine, binary, workdir, seconds, exec_timeout, mutator)
+    argv, env = engine_command(args.engine, binary, workdir, seconds, exec_timeout, mutator,
+                               args.mutator)
     # The harness shares this lock rather than taking one of its own.
     env[LOCK_FD_ENV] = str(lock)
     log(f"fuzz: {args.engine} on {workdir} for {args.minutes:g} min ({vm_cfg.accel}, "
-        f"{vm_cfg.devices} svmdev device(s)); engine output in {workdir / 'engine.log'}")
+        f"{vm_cfg.devices} svmdev device(s), {args.mutator} mutation); engine output in "
+        f"{workdir / 'engine.log'}")
     before = read_stats(workdir)
     start = time.monotonic()
     status = None

@@ -104,6 +104,10 @@ def test_engine_command_lines(tmp_path):
     assert {"-max_total_time=120", "-timeout=400", "-len_control=0"} <= set(argv)
     assert env["SVMFUZZ_CAMPAIGN"] == str(tmp_path / "campaign.conf")
     assert "AFL_CUSTOM_MUTATOR_LIBRARY" not in env
+    assert env["SVMFUZZ_MUTATOR"] == "structured"
+    _, env = campaign.engine_command("libfuzzer", Path("/b/h"), tmp_path, 120, 400,
+                                     mutation="bytes")
+    assert env["SVMFUZZ_MUTATOR"] == "bytes"
     if shutil.which("afl-fuzz"):
         argv, env = campaign.engine_command("afl", Path("/b/h"), tmp_path, 120, 400,
                                             Path("/b/libm.so"))
@@ -113,6 +117,10 @@ def test_engine_command_lines(tmp_path):
         assert env["AFL_MAP_SIZE"] == str(1 << 18)
         assert env["AFL_CUSTOM_MUTATOR_LIBRARY"] == "/b/libm.so"
         assert "AFL_CUSTOM_MUTATOR_ONLY" not in env
+        assert env["SVMFUZZ_MUTATOR"] == "structured"
+        argv, env = campaign.engine_command("afl", Path("/b/h"), tmp_path, 120, 400,
+                                            Path("/b/libm.so"), "bytes")
+        assert "AFL_CUSTOM_MUTATOR_LIBRARY" not in env
 
 
 def test_the_afl_mutator_is_found_in_the_build(tmp_path):

@@ -170,6 +170,13 @@ def make_parser() -> argparse.ArgumentParser:
     bench.add_argument("--campaign-minutes", type=float, default=0,
                        help="then a campaign of this long with each --reset, one after the "
                             "other, to compare their execs/s (default: none)")
+    bench.add_argument("--mutator-minutes", type=float, default=0,
+                       help="then a campaign of this long with each --mutator, one after the "
+                            "other, to compare the guest PCs they reach, each triaged "
+                            "(default: none)")
+    bench.add_argument("--campaign-dir", default="",
+                       help="keep those campaigns in DIR/structured and DIR/bytes "
+                            "(default: temporary)")
     bench.set_defaults(func=_cmd_bench)
 
     fz = sub.add_parser("fuzz", help="a coverage-guided campaign against the guest (libFuzzer or AFL++)")
@@ -181,6 +188,10 @@ def make_parser() -> argparse.ArgumentParser:
                     help="text programs (*.svmp) a new campaign starts from")
     fz.add_argument("--progress-seconds", type=float, default=10,
                     help="seconds between progress lines (default: %(default)s)")
+    fz.add_argument("--mutator", choices=["structured", "bytes"], default="structured",
+                    help="structured: programs mutated as programs, beside the engine's byte "
+                         "mutations; bytes: the engine's byte mutations alone, a baseline "
+                         "(default: %(default)s)")
     fz.add_argument("--op-timeout-ms", type=int, default=5000)
     fz.add_argument("--program-timeout-ms", type=int, default=20000)
     fz.set_defaults(func=_cmd_fuzz)
