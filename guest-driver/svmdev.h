@@ -231,7 +231,7 @@ struct svmdev {
 	unsigned long vram_nfree;
 	struct mutex evict_lock;	/* one eviction at a time; protects evict_cursor */
 	/* files of the SERIAL_TO_RAM personality, and the lock they impose */
-	atomic_t serial_to_ram;
+	atomic_t serial_to_ram[3];	/* window 16 pages, 1 page, 2 MiB */
 	struct mutex to_ram_lock;
 	unsigned long evict_cursor;
 	void *zero_buf;			/* a zeroed page, source of zero fills */

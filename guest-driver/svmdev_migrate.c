@@ -97,13 +97,15 @@ static int svmdev_copy_to_vram(struct svmdev *sdev, struct svmdev_mirror *mirror
 
 /*
  * Allocates a system page and copies a device page into it. Returns the new
- * page locked, or NULL with *err set.
+ * page locked, or NULL with *err set. @fail_copy: the copy is failed as the
+ * injection knobs ask.
  */
 static struct page *svmdev_page_to_sys(struct svmdev *sdev,
 				       struct svmdev_mirror *mirror,
 				       struct page *spage,
 				       struct vm_area_struct *vma,
-				       unsigned long addr, int *err)
+				       unsigned long addr, bool fail_copy,
+				       int *err)
 {
 	struct page *dpage;
 	dma_addr_t dma;
@@ -122,8 +124,13 @@ static struct page *svmdev_page_to_sys(struct svmdev *sdev,
 		*err = -EFAULT;
 		goto err_page;
 	}
-	*err = svmdev_copy(sdev, mirror, svmdev_vram_offset(sdev, spage), dma,
-			   PAGE_SIZE, SVMDEV_COPY_F_SRC_VRAM);
+	if (fail_copy) {
+		svmdev_count(sdev, SVMDEV_CTR_COPY_ERRORS);
+		*err = -EIO;
+	} else {
+		*err = svmdev_copy(sdev, mirror, svmdev_vram_offset(sdev, spage),
+				   dma, PAGE_SIZE, SVMDEV_COPY_F_SRC_VRAM);
+	}
 	dma_unmap_page(sdev->dev, dma, PAGE_SIZE, DMA_FROM_DEVICE);
 	if (*err)
 		goto err_page;
@@ -136,24 +143,64 @@ err_page:
 }
 
 /*
+ * One count of an injection knob of a file of @mm on this device. The
+ * CPU-fault path has no file of its own; a mirror leaves sdev->ctxs before
+ * it is freed, and the lock keeps it while its counter is taken.
+ */
+static bool svmdev_take_fault_knob(struct svmdev *sdev, struct mm_struct *mm,
+				   bool copy)
+{
+	struct svmdev_mirror *mirror;
+	unsigned long idx;
+	bool taken = false;
+
+	xa_lock(&sdev->ctxs);
+	xa_for_each(&sdev->ctxs, idx, mirror) {
+		atomic_t *k = copy ? &mirror->knobs.fail_copy :
+				     &mirror->knobs.fail_vram_alloc;
+
+		if (mirror->mm == mm && atomic_add_unless(k, -1, 0)) {
+			taken = true;
+			break;
+		}
+	}
+	xa_unlock(&sdev->ctxs);
+	return taken;
+}
+
+/* Pages of the CPU-fault window: 0 when faults are not serialised. */
+static unsigned long svmdev_to_ram_window(struct svmdev *sdev)
+{
+	if (atomic_read(&sdev->serial_to_ram[SVMDEV_PERS_SERIAL_TO_RAM_2M -
+					     SVMDEV_PERS_SERIAL_TO_RAM]))
+		return SVMDEV_TO_RAM_WINDOW_2M;
+	if (atomic_read(&sdev->serial_to_ram[0]))
+		return SVMDEV_TO_RAM_WINDOW;
+	if (atomic_read(&sdev->serial_to_ram[SVMDEV_PERS_SERIAL_TO_RAM_PAGE -
+					     SVMDEV_PERS_SERIAL_TO_RAM]))
+		return 1;
+	return 0;
+}
+
+/*
  * CPU fault on one of our pages. Called with the page locked and
  * referenced; on copy failure the access gets SIGBUS rather than a fault
- * that would be retried forever. While a file of the SERIAL_TO_RAM
+ * that would be retried forever. While a file of a SERIAL_TO_RAM
  * personality is open, faults take a device-wide lock and bring back the
  * pages of an aligned window around the faulting one, within its VMA.
  */
 static vm_fault_t svmdev_migrate_to_ram(struct vm_fault *vmf)
 {
 	struct svmdev *sdev = pgmap_to_svmdev(vmf->page->pgmap);
-	unsigned long src[SVMDEV_TO_RAM_WINDOW] = {}, dst[SVMDEV_TO_RAM_WINDOW] = {};
+	unsigned long small[2 * SVMDEV_TO_RAM_WINDOW] = {};
+	unsigned long *src = small, *dst = small + SVMDEV_TO_RAM_WINDOW;
 	unsigned long addr = vmf->address & PAGE_MASK;
-	bool serial = atomic_read(&sdev->serial_to_ram) > 0;
+	unsigned long window = svmdev_to_ram_window(sdev);
+	struct mm_struct *mm = vmf->vma->vm_mm;
 	struct migrate_vma args = {
 		.vma = vmf->vma,
 		.start = addr,
 		.end = addr + PAGE_SIZE,
-		.src = src,
-		.dst = dst,
 		.pgmap_owner = sdev,
 		.flags = MIGRATE_VMA_SELECT_DEVICE_PRIVATE,
 		.fault_page = vmf->page,
@@ -164,13 +211,25 @@ static vm_fault_t svmdev_migrate_to_ram(struct vm_fault *vmf)
 	int err;
 
 	svmdev_count(sdev, SVMDEV_CTR_CPU_FAULTS);
-	if (serial) {
-		unsigned long span = SVMDEV_TO_RAM_WINDOW * PAGE_SIZE;
+	if (window > SVMDEV_TO_RAM_WINDOW) {
+		/* a large window is an optimisation: without memory, one page */
+		src = kcalloc(2 * window, sizeof(*src), GFP_KERNEL);
+		if (src) {
+			dst = src + window;
+		} else {
+			src = small;
+			window = 1;
+		}
+	}
+	if (window) {
+		unsigned long span = window * PAGE_SIZE;
 
 		args.start = max(ALIGN_DOWN(addr, span), vmf->vma->vm_start);
 		args.end = min(ALIGN_DOWN(addr, span) + span, vmf->vma->vm_end);
 		mutex_lock(&sdev->to_ram_lock);
 	}
+	args.src = src;
+	args.dst = dst;
 	if (migrate_vma_setup(&args)) {
 		ret = VM_FAULT_SIGBUS;
 		goto out;
@@ -180,8 +239,15 @@ static vm_fault_t svmdev_migrate_to_ram(struct vm_fault *vmf)
 
 		if (!(src[i] & MIGRATE_PFN_MIGRATE))
 			continue;
-		dpage = svmdev_page_to_sys(sdev, NULL, migrate_pfn_to_page(src[i]),
-					   vmf->vma, va, &err);
+		if (svmdev_take_fault_knob(sdev, mm, false)) {
+			dpage = NULL;
+			err = -ENOMEM;
+		} else {
+			dpage = svmdev_page_to_sys(sdev, NULL,
+					migrate_pfn_to_page(src[i]), vmf->vma,
+					va, svmdev_take_fault_knob(sdev, mm, true),
+					&err);
+		}
 		if (dpage) {
 			dst[i] = migrate_pfn(page_to_pfn(dpage));
 			if (src[i] & MIGRATE_PFN_WRITE)
@@ -197,8 +263,10 @@ static vm_fault_t svmdev_migrate_to_ram(struct vm_fault *vmf)
 		atomic64_add(moved, &sdev->ctr[SVMDEV_CTR_TO_RAM]);
 	migrate_vma_finalize(&args);
 out:
-	if (serial)
+	if (window)
 		mutex_unlock(&sdev->to_ram_lock);
+	if (src != small)
+		kfree(src);
 	return ret;
 }
 
@@ -366,7 +434,7 @@ int svmdev_migrate_to_sys(struct svmdev_mirror *mirror, unsigned long start,
 			if (!spage || !(src[i] & MIGRATE_PFN_MIGRATE) ||
 			    !svmdev_is_our_page(sdev, spage))
 				continue;
-			dpage = svmdev_page_to_sys(sdev, mirror, spage, args.vma,
+			dpage = svmdev_page_to_sys(sdev, mirror, spage, args.vma, false,
 						   addr + (i << PAGE_SHIFT), &err);
 			if (!dpage)
 				continue;
@@ -417,7 +485,8 @@ unsigned long svmdev_evict(struct svmdev *sdev, unsigned long want)
 
 			if (!spage || !(src[i] & MIGRATE_PFN_MIGRATE))
 				continue;
-			dpage = svmdev_page_to_sys(sdev, NULL, spage, NULL, 0, &err);
+			dpage = svmdev_page_to_sys(sdev, NULL, spage, NULL, 0, false,
+						   &err);
 			if (!dpage)
 				continue;
 			dst[i] = migrate_pfn(page_to_pfn(dpage));

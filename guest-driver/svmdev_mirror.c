@@ -289,8 +289,8 @@ struct svmdev_mirror *svmdev_mirror_create(struct svmdev *sdev, bool compat,
 	ret = mmu_notifier_register(&mirror->mmn.count_mn, mirror->mm);
 	if (ret)
 		goto err_destroy;
-	if (personality == SVMDEV_PERS_SERIAL_TO_RAM) {
-		atomic_inc(&sdev->serial_to_ram);
+	if (personality >= SVMDEV_PERS_SERIAL_TO_RAM) {
+		atomic_inc(&sdev->serial_to_ram[personality - SVMDEV_PERS_SERIAL_TO_RAM]);
 	} else if (personality != SVMDEV_PERS_NONE) {
 		mirror->mmn.pers_mn.ops = &svmdev_pers_ops;
 		ret = mmu_notifier_register(&mirror->mmn.pers_mn, mirror->mm);
@@ -350,8 +350,9 @@ void svmdev_mirror_destroy(struct svmdev_mirror *mirror)
 	svmdev_exec(sdev, &cmd, &req, "CTX_DESTROY");
 	xa_erase(&sdev->ctxs, mirror->ctx);
 	svmdev_pt_fini(mirror);
-	if (mirror->personality == SVMDEV_PERS_SERIAL_TO_RAM)
-		atomic_dec(&sdev->serial_to_ram);
+	if (mirror->personality >= SVMDEV_PERS_SERIAL_TO_RAM)
+		atomic_dec(&sdev->serial_to_ram[mirror->personality -
+						SVMDEV_PERS_SERIAL_TO_RAM]);
 	mmdrop(mirror->mm);
 	svmdev_put(sdev);
 	kfree(mirror);

@@ -27,7 +27,9 @@ constexpr const char* kAdvice[] = {
     "MADV_POPULATE_WRITE", "MADV_COLLAPSE"};
 constexpr const char* kPersonalities[] = {"SVMDEV_PERS_NONE", "SVMDEV_PERS_REFUSE_NONBLOCK",
                                           "SVMDEV_PERS_BLOCK_SHARED", "SVMDEV_PERS_SLOW",
-                                          "SVMDEV_PERS_SERIAL_TO_RAM"};
+                                          "SVMDEV_PERS_SERIAL_TO_RAM",
+                                          "SVMDEV_PERS_SERIAL_TO_RAM_PAGE",
+                                          "SVMDEV_PERS_SERIAL_TO_RAM_2M"};
 
 std::string Prot(uint64_t mask) {
   if (mask == 0) return "PROT_NONE";

@@ -16,7 +16,8 @@ constexpr const char* kNoYes[] = {"no", "yes"};
 constexpr const char* kAccess[] = {"read", "write", "atomic"};
 // Index is the SVMDEV_PERS_* value.
 constexpr const char* kPersonalities[] = {"none", "refuse_nonblock", "block_shared", "slow",
-                                          "serial_to_ram"};
+                                          "serial_to_ram", "serial_to_ram_page",
+                                          "serial_to_ram_2m"};
 
 constexpr ArgDesc NewBuf() { return {"buf", ArgKind::kNewBuffer, 0, kMaxBuffers - 1, nullptr}; }
 constexpr ArgDesc Buf() { return {"buf", ArgKind::kBuffer, 0, kMaxBuffers - 1, nullptr}; }
@@ -111,9 +112,9 @@ constexpr OpDesc kOps[] = {
     Row(OpCode::kFailPageAlloc, "fail_page_alloc", {Int("percent", 1, 100), Int("times", 1, 1000)},
         kNone, "fault injection: fail_page_alloc probability and count"),
     Row(OpCode::kDriverFailAlloc, "drv_fail_alloc", {Int("count", 1, 64)}, kFile,
-        "fault injection: fail the driver's next allocations"),
+        "fault injection: fail the driver's next page allocations (CPU faults back included)"),
     Row(OpCode::kDriverFailCopy, "drv_fail_copy", {Int("count", 1, 64)}, kFile,
-        "fault injection: fail the driver's next page copies"),
+        "fault injection: fail the driver's next page copies (CPU faults back included)"),
     Row(OpCode::kOomKill, "oom_kill", {}, kNone,
         "kill this process through the OOM killer, so the OOM reaper unmaps it"),
     Row(OpCode::kSleep, "sleep", {Int("us", 0, 1000000)}, kNone, "sleep"),

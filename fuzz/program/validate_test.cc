@@ -158,7 +158,7 @@ TEST(Validate, DriverFilesAreOpenedBeforeUse) {
   touch.file = 1;
   ExpectInvalid(Program{{Mmap(0, 1), OpenDev(1), touch}}, {2}, -1, "touch uses no driver file");
   ExpectInvalid(Program{{MakeOp(OpCode::kOpenDev, {1, 4, 0})}}, {0}, 1, "dev=4 is not in [0, 3]");
-  ExpectInvalid(Program{{MakeOp(OpCode::kOpenDev, {1, 0, 5})}}, {0}, 2, "personality=5");
+  ExpectInvalid(Program{{MakeOp(OpCode::kOpenDev, {1, 0, 7})}}, {0}, 2, "personality=7");
 }
 
 TEST(Validate, ForkChildHasItsParentsFilesToBindAgain) {

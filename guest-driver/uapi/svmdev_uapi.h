@@ -22,13 +22,18 @@
 #define SVMDEV_PERS_BLOCK_SHARED	2	/* mm notifier: start waits on the fault-path lock */
 #define SVMDEV_PERS_SLOW		3	/* mm notifier: blockable start sleeps ~1 ms */
 /*
- * While a file with this personality is open, the device's CPU-fault path
- * (migrate_to_ram) takes a device-wide lock and brings back a window of
- * SVMDEV_TO_RAM_WINDOW pages around the fault, as amdgpu and nouveau do.
+ * While a file with one of these personalities is open, the device's
+ * CPU-fault path (migrate_to_ram) takes a device-wide lock and brings back an
+ * aligned window of pages around the fault, as amdgpu and nouveau do: 16
+ * pages, one page, or 512 (2 MiB, amdgpu's granule). With files of several
+ * open on one device, the largest window applies.
  */
 #define SVMDEV_PERS_SERIAL_TO_RAM	4
-#define SVMDEV_PERS_MAX			4
+#define SVMDEV_PERS_SERIAL_TO_RAM_PAGE	5
+#define SVMDEV_PERS_SERIAL_TO_RAM_2M	6
+#define SVMDEV_PERS_MAX			6
 #define SVMDEV_TO_RAM_WINDOW		16
+#define SVMDEV_TO_RAM_WINDOW_2M		512
 
 /**
  * struct svmdev_bind - bind the file to the caller's address space
@@ -131,8 +136,12 @@ struct svmdev_snapshot {
  * driver take its error paths. Breakage knobs make the driver wrong on
  * purpose, to prove that an oracle fires; each is off when 0.
  *
- * @fail_vram_alloc: (in) fail this many device-page allocations
- * @fail_copy: (in) treat this many copy-engine completions as failed
+ * @fail_vram_alloc: (in) fail this many device-page allocations, and the
+ *	allocations of system pages in CPU faults on device pages of the
+ *	file's address space (migrate_to_ram has no file: it takes the
+ *	counts of a file of the faulting mm on the device)
+ * @fail_copy: (in) treat this many copy-engine completions as failed, those
+ *	of such CPU faults included
  * @fault_delay_ms: (in) sleep this long before handling each device fault
  * @break_skip_invalidate: (in) ignore this many interval invalidations
  * @break_livelock: (in) non-zero: the fault retry loop never commits

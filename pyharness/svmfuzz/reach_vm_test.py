@@ -2,8 +2,9 @@
 personality and a device of their own (open_dev, file=N), two files and so
 two notifier sets on one mm, a child killed with pidfd_send_signal and its
 memory reaped with process_mrelease while it holds device mappings, the OOM
-killer's way to the same reaper, and the madvise advice that populate or
-collapse memory the device maps or holds. On a correct kernel each program
+killer's way to the same reaper, the madvise advice that populate or
+collapse memory the device maps or holds, CPU-fault windows of several sizes,
+and failed allocations and copies in the CPU-fault path. On a correct kernel each program
 ends cleanly, with no finding.
 """
 
@@ -18,7 +19,8 @@ from svmfuzz.paths import build_dir
 
 pytestmark = pytest.mark.vm
 
-PERSONALITIES = ("none", "refuse_nonblock", "block_shared", "slow", "serial_to_ram")
+PERSONALITIES = ("none", "refuse_nonblock", "block_shared", "slow", "serial_to_ram",
+                 "serial_to_ram_page", "serial_to_ram_2m")
 
 # Mirror, migrate, device writes and reads through file 1, with invalidations
 # of every kind the CPU side makes (drop, protection change, unmap).
@@ -63,7 +65,22 @@ REAPER = """
 """
 R_MIGRATE, R_SLEEPS, R_KILL, R_MRELEASE, R_DEV_READ = 7, (8, 9), 12, 13, 15
 
+# The CPU-fault path back from the device with its copy failed (the access
+# gets SIGBUS: EFAULT), then with its allocation failed three times (the
+# fault is retried until it succeeds); the data stays whole.
+TO_RAM_FAIL = """
+    mmap buf=0 pages=16 kind=anon prot=rw
+    write buf=0 off=0 pages=16 seed=13
+    migrate_to_dev buf=0 off=0 pages=16
+    drv_fail_copy count=1
+    read buf=0 off=0 pages=1
+    drv_fail_alloc count=3
+    verify buf=0 off=0 pages=16 seed=13
+    munmap buf=0 off=0 pages=16
+"""
+
 PROGRAMS = {
+    "to_ram_fail": TO_RAM_FAIL,
     # Files 1 and 2 on one mm: two device contexts, two personalities'
     # notifiers next to the interval notifiers of both, and file 0 besides.
     "two_files": """
@@ -179,15 +196,37 @@ def test_personality(guest, programs, personality):
         # Its start sleeps at least a millisecond in the madvise's invalidation.
         assert ops[P_MADVISE].duration_us >= 1000, runner.describe(o)
     # The device's counters over one more run: the CPU faults of the last
-    # verify bring back one page each, or a window each with serial_to_ram.
+    # verify bring back one page each, or a window each with serial_to_ram
+    # (16 pages) and serial_to_ram_2m (the 32 pages on the device at once).
     again = clean(guest.run(programs[f"pers_{personality}"]))
     delta = {d: again.result.counters[protocol.HW_COUNTERS + d] - c[protocol.HW_COUNTERS + d]
              for d in (protocol.Drv.CPU_FAULTS, protocol.Drv.TO_RAM)}
-    assert delta[protocol.Drv.CPU_FAULTS] > 0, delta
+    faults, moved = delta[protocol.Drv.CPU_FAULTS], delta[protocol.Drv.TO_RAM]
+    assert faults > 0, delta
     if personality == "serial_to_ram":
-        assert delta[protocol.Drv.TO_RAM] >= 2 * delta[protocol.Drv.CPU_FAULTS], delta
+        assert moved >= 2 * faults, delta
+    elif personality == "serial_to_ram_2m":
+        assert moved > 16 * faults, delta
     else:
-        assert delta[protocol.Drv.TO_RAM] <= delta[protocol.Drv.CPU_FAULTS], delta
+        assert moved <= faults, delta
+
+
+def test_failed_copy_and_allocation_in_the_cpu_fault_path(guest, programs):
+    before = clean(guest.run(programs["to_ram_fail"]))
+    after = clean(guest.run(programs["to_ram_fail"]))
+    for o in (before, after):
+        ops = o.result.ops
+        assert ops[2].ret > 0 and ops[4].err == errno.EFAULT, runner.describe(o)
+        ok(o, 2, 3, 5, 6, 7)
+
+    def delta(d):
+        return (after.result.counters[protocol.HW_COUNTERS + d]
+                - before.result.counters[protocol.HW_COUNTERS + d])
+    assert delta(protocol.Drv.COPY_ERRORS) == 1
+    # What the migration moved came back, a fault a page, and three faults more.
+    moved = after.result.ops[2].ret
+    assert delta(protocol.Drv.TO_RAM) == moved
+    assert delta(protocol.Drv.CPU_FAULTS) >= moved + 1 + 3
 
 
 def test_two_files_on_one_mm(guest, programs):
