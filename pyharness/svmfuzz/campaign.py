@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from svmfuzz import known, protocol
+from svmfuzz import known, protocol, symbolize
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import REPO_ROOT
 
@@ -469,6 +469,7 @@ class CrashTriage:
     reproduced: int = 0                  # runs whose primary finding had the bucket's title
     titles: dict[str, int] = field(default_factory=dict)
     console_log: str = ""                # of a run that reproduced it
+    report: str = ""                     # its kernel report, symbolized when it could be
     program: str = ""                    # svmprog decode
     why: list[str] = field(default_factory=list)  # what the campaign saw (crash-*.txt)
 
@@ -556,6 +557,7 @@ def triage_text(buckets: list[Bucket], skipped: list[dict]) -> str:
                 lines.append(f"    campaign saw: {c.why[0]}")
             if c.console_log:
                 lines.append(f"    console: {c.console_log}")
+            lines += [f"    > {line}" for line in c.report.splitlines()]
             lines += [f"    | {line}" for line in c.program.splitlines()]
         lines.append("")
     for s in skipped:
@@ -592,15 +594,17 @@ def parse_knobs(text: str, where: str = "campaign.conf: knobs") -> protocol.Knob
 
 
 def _triage_run(r, data: bytes, knobs: protocol.Knobs | None, path: Path,
-                log) -> tuple[str, str]:
-    """The title of one run of `data` and the console log of its life."""
+                log) -> tuple[str, str, str]:
+    """The title of one run of `data`, the console log of its life and the
+    report of its primary finding."""
     try:
         o = r.run(data, knobs)
-        return outcome_title(o), str(o.life.console_log)
+        return (outcome_title(o), str(o.life.console_log),
+                o.findings[0].report if o.findings else "")
     except Exception as e:  # noqa: BLE001 - any odd result is the input's finding
         log(f"triage: {path.name}: the run raised {type(e).__name__}: {e}")
         life = getattr(r, "life", None)
-        return f"{TRIAGE_ERROR} {type(e).__name__}", str(life.console_log) if life else ""
+        return f"{TRIAGE_ERROR} {type(e).__name__}", str(life.console_log) if life else "", ""
 
 
 def campaign_settings(workdir: Path, args) -> tuple[protocol.Knobs | None, int, int]:
@@ -634,19 +638,25 @@ def campaign_of(path: Path) -> Path | None:
 
 
 def rerun(r, path: Path, data: bytes, program: str, knobs: protocol.Knobs | None, repeat: int,
-          log) -> CrashTriage:
+          log, symbolizer=None) -> CrashTriage:
     """`repeat` runs of one input with every oracle: the titles they gave
-    and the console log of a run that gave one."""
+    and the console log and report of a run that gave one, its frames
+    given their source lines by `symbolizer` when there is one."""
     t = CrashTriage(str(path), program=program,
                     why=_campaign_saw(path.with_name(path.name + ".txt")))
     titles: Counter = Counter()
     for _ in range(repeat):
-        title, console_log = _triage_run(r, data, knobs, path, log)
+        title, console_log, report = _triage_run(r, data, knobs, path, log)
         titles[title] += 1
         t.runs += 1
         if title != NO_FINDING and not t.console_log:
-            t.console_log = console_log
+            t.console_log, t.report = console_log, report
     t.titles = {k: v for k, v in titles.items() if k != NO_FINDING}
+    if t.report and symbolizer is not None:
+        try:
+            t.report = symbolizer.report(t.report)
+        except SvmfuzzError as e:
+            log(f"triage: {path.name}: not symbolized: {e}")
     return t
 
 
@@ -677,6 +687,8 @@ def triage_command(args, log) -> int:
     except known.KnownError as e:
         raise SvmfuzzError(f"known outcomes: {e}") from e
     knobs, op_timeout_ms, program_timeout_ms = campaign_settings(workdir, args)
+    # Before anything in DIR changes: a missing vmlinux is an error.
+    symbolizer = symbolize.for_build(build) if inputs else None
     args.workdir = str(workdir / "triage-vm")
     remove_temporaries(workdir, "triage.json", "triage.txt")
     results, skipped = [], []
@@ -698,7 +710,7 @@ def triage_command(args, log) -> int:
                                   reset=runner.reset_mode(args.reset))
         with runner.Runner(cfg, log) as r:
             for path, data, program in todo:
-                t = rerun(r, path, data, program, knobs, args.repeat, log)
+                t = rerun(r, path, data, program, knobs, args.repeat, log, symbolizer)
                 results.append(t)
                 log(f"triage: {path.name}: " + (", ".join(f"{k} ({v}/{t.runs})"
                                                          for k, v in t.titles.items())

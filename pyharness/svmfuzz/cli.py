@@ -90,6 +90,12 @@ def _cmd_prog2c(args: argparse.Namespace) -> int:
     return repro.prog2c_command(args, log)
 
 
+def _cmd_symbolize(args: argparse.Namespace) -> int:
+    from svmfuzz import symbolize
+
+    return symbolize.command(args, log)
+
+
 def _cmd_repro(args: argparse.Namespace) -> int:
     from svmfuzz import repro
 
@@ -225,6 +231,12 @@ def make_parser() -> argparse.ArgumentParser:
     pc.add_argument("--knobs", default="", help=knobs_help)
     pc.add_argument("--build-dir", default=str(build_dir()))
     pc.set_defaults(func=_cmd_prog2c, op_timeout_ms=5000, program_timeout_ms=20000, append="")
+
+    sy = sub.add_parser("symbolize", help="a console log or report with each kernel and "
+                                          "driver frame followed by its file:line")
+    sy.add_argument("log", help="the log, or - for standard input")
+    sy.add_argument("--build-dir", default=str(build_dir()))
+    sy.set_defaults(func=_cmd_symbolize)
 
     rp = sub.add_parser("repro", help="run one input again and again and say how often it "
                                       "gives which title")

@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import fields
 from pathlib import Path
 
-from svmfuzz import campaign, protocol
+from svmfuzz import campaign, protocol, symbolize
 from svmfuzz.errors import SvmfuzzError
 
 
@@ -116,8 +116,13 @@ def repro_command(args, log) -> int:
     cfg = native.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout,
                               op_timeout_ms=op_ms, program_timeout_ms=program_ms,
                               reset=runner.reset_mode(args.reset))
+    try:
+        symbolizer = symbolize.for_build(Path(args.build_dir))
+    except symbolize.SymbolizeError as e:
+        log(f"repro: reports will not be symbolized: {e}")
+        symbolizer = None
     with runner.Runner(cfg, log) as r:
-        t = campaign.rerun(r, path, data, program, knobs, args.n, log)
+        t = campaign.rerun(r, path, data, program, knobs, args.n, log, symbolizer)
     (b,) = campaign.bucket([t])
     if b.title == campaign.NO_FINDING:
         log(f"repro: {path.name}: did not reproduce: {campaign.NO_FINDING} in {t.runs} run(s)")
@@ -128,4 +133,6 @@ def repro_command(args, log) -> int:
             log(f"repro: {path.name}: also {n}/{t.runs}: {title}")
     if t.console_log:
         log(f"repro: console of a run that reproduced it: {t.console_log}")
+    for line in t.report.splitlines():
+        log(f"repro: | {line}")
     return 0
