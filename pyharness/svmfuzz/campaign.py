@@ -470,6 +470,9 @@ class CrashTriage:
     titles: dict[str, int] = field(default_factory=dict)
     console_log: str = ""                # of a run that reproduced it
     report: str = ""                     # its kernel report, symbolized when it could be
+    minimized: str = ""                  # its minimal program (.min.svmp), when triage made one
+    minimized_ops: int = 0
+    reproducer: str = ""                 # that program as C (svmfuzz prog2c), or why there is none
     program: str = ""                    # svmprog decode
     why: list[str] = field(default_factory=list)  # what the campaign saw (crash-*.txt)
 
@@ -484,8 +487,11 @@ class Bucket:
 def saved_inputs(crashes: Path) -> list[Path]:
     if not crashes.is_dir():
         return []
+    # Beside each input: why it was saved (.txt), and triage's minimal
+    # program (.min.svmp) and C reproducer (.c).
     return sorted(p for p in crashes.iterdir()
-                  if p.is_file() and p.name.startswith("crash-") and p.suffix != ".txt")
+                  if p.is_file() and p.name.startswith("crash-")
+                  and p.suffix not in (".txt", ".svmp", ".c"))
 
 
 def check_input(path: Path) -> tuple[bytes | None, str]:
@@ -557,6 +563,10 @@ def triage_text(buckets: list[Bucket], skipped: list[dict]) -> str:
                 lines.append(f"    campaign saw: {c.why[0]}")
             if c.console_log:
                 lines.append(f"    console: {c.console_log}")
+            if c.minimized:
+                lines.append(f"    minimized: {c.minimized} ({c.minimized_ops} ops)")
+            if c.reproducer:
+                lines.append(f"    C reproducer: {c.reproducer}")
             lines += [f"    > {line}" for line in c.report.splitlines()]
             lines += [f"    | {line}" for line in c.program.splitlines()]
         lines.append("")
@@ -637,6 +647,11 @@ def campaign_of(path: Path) -> Path | None:
     return None
 
 
+def run_title(r, data: bytes, knobs: protocol.Knobs | None, what: str, log) -> str:
+    """The title of one run of `data`."""
+    return _triage_run(r, data, knobs, Path(what), log)[0]
+
+
 def rerun(r, path: Path, data: bytes, program: str, knobs: protocol.Knobs | None, repeat: int,
           log, symbolizer=None) -> CrashTriage:
     """`repeat` runs of one input with every oracle: the titles they gave
@@ -670,6 +685,32 @@ def _write_triage(workdir: Path, repeat: int, results: list[CrashTriage],
     write_atomic(workdir / "triage.json", json.dumps(report, indent=2) + "\n")
     write_atomic(workdir / "triage.txt", triage_text(buckets, skipped))
     return buckets
+
+
+def _minimize(r, crash: CrashTriage, title: str, svmprog: Path, knobs: protocol.Knobs | None,
+              args, program_timeout_ms: int, log) -> None:
+    """The best input of a bucket minimized, next to it, and written as C."""
+    from svmfuzz import minimize, repro
+
+    path = Path(crash.input)
+    log(f"triage: minimizing {path.name} ({title}, {crash.reproduced}/{crash.runs})")
+    out = minimize.minimize(crash.program,
+                            minimize.guest_holds(r, svmprog, title, knobs, args.repeat,
+                                                 crash.reproduced, log),
+                            minimize.validator(svmprog), log, args.minimize_steps)
+    target = minimize.minimized_path(path)
+    minimize.write_minimized(target, out, title, crash.reproduced, crash.runs, path)
+    crash.minimized, crash.minimized_ops = str(target), len(minimize.ops(out))
+    log(f"triage: {path.name}: {len(minimize.ops(crash.program))} -> {crash.minimized_ops} ops "
+        f"in {target.name}")
+    try:
+        source = repro.generate(svmprog, target, knobs=knobs,
+                                program_timeout_ms=program_timeout_ms)
+        c_path = path.with_name(path.name + ".c")
+        write_atomic(c_path, source)
+        crash.reproducer = str(c_path)
+    except SvmfuzzError as e:
+        crash.reproducer = f"none: {e}"
 
 
 def triage_command(args, log) -> int:
@@ -708,15 +749,25 @@ def triage_command(args, log) -> int:
                                   boot_timeout=args.timeout, op_timeout_ms=op_timeout_ms,
                                   program_timeout_ms=program_timeout_ms,
                                   reset=runner.reset_mode(args.reset))
+        start = time.monotonic()
         with runner.Runner(cfg, log) as r:
-            for path, data, program in todo:
+            for n, (path, data, program) in enumerate(todo, 1):
                 t = rerun(r, path, data, program, knobs, args.repeat, log, symbolizer)
                 results.append(t)
-                log(f"triage: {path.name}: " + (", ".join(f"{k} ({v}/{t.runs})"
-                                                         for k, v in t.titles.items())
-                                               or f"{NO_FINDING} (0/{t.runs})"))
+                left = (time.monotonic() - start) / n * (len(todo) - n)
+                log(f"triage: {n}/{len(todo)} {path.name}: "
+                    + (", ".join(f"{k} ({v}/{t.runs})" for k, v in t.titles.items())
+                       or f"{NO_FINDING} (0/{t.runs})")
+                    + (f"; ETA {int(left) // 60}:{int(left) % 60:02d}" if n < len(todo) else ""))
                 # What is done so far lasts, whatever becomes of the rest.
                 _write_triage(workdir, args.repeat, results, skipped, entries)
+            if args.minimize_steps > 0:
+                for b in _write_triage(workdir, args.repeat, results, skipped, entries):
+                    if b.title == NO_FINDING or b.title.startswith(TRIAGE_ERROR) or b.known:
+                        continue
+                    _minimize(r, max(b.crashes, key=lambda c: c.reproduced), b.title, svmprog,
+                              knobs, args, program_timeout_ms, log)
+                    _write_triage(workdir, args.repeat, results, skipped, entries)
     buckets = _write_triage(workdir, args.repeat, results, skipped, entries)
     for b in buckets:
         log(f"triage: {b.title}: {len(b.crashes)} input(s), best reproduced "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from svmfuzz import campaign, cli, native, protocol
+from svmfuzz import campaign, cli, minimize, native, protocol, runner
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.oracles.console import Finding
 from svmfuzz.paths import build_dir
@@ -286,6 +286,53 @@ def test_triage_marks_known_outcomes_and_runs_with_the_campaigns_knobs(tmp_path,
         "data corruption in dev_read": ""}
     assert "INFO: task hung in svmdev_fence_wait (known: the campaign's own breakage knob)" in \
         (tmp_path / "triage.txt").read_text()
+
+
+class _MarkerRunner(_FakeRunner):
+    """A finding whenever the program holds a drop_acks record."""
+    marker = b""
+    programs: list = []
+
+    def run(self, program, knobs=None):
+        self.programs.append(program)
+        title = self.titles[2] if self.marker in program else None
+        findings = [Finding(title=title, category="data", frame="", report="")] if title else []
+        result = protocol.ExecResult(id=1, status=protocol.Status.OK, detail=0, duration_us=1)
+        return types.SimpleNamespace(findings=findings, result=result, life=self.life)
+
+
+def test_triage_minimizes_the_best_input_of_a_bucket_and_writes_it_as_c(tmp_path, svmprog,
+                                                                         monkeypatch, capsys):
+    crashes = _saved(tmp_path, monkeypatch, _MarkerRunner, {})
+    texts = {"marker": "drop_acks count=7\n", "input": """
+        mmap buf=0 pages=8 kind=anon prot=rw
+        write buf=0 off=0 pages=8 seed=1
+        yield
+        mirror buf=0 off=0 pages=8 write=no
+        drop_acks count=7
+        sleep us=2000
+        munmap buf=0 off=0 pages=8
+    """}
+    encoded = runner.encode_texts(texts, tmp_path, svmprog)
+    _MarkerRunner.marker = encoded["marker"]
+    _MarkerRunner.programs = []
+    (crashes / "crash-x").write_bytes(encoded["input"])
+    assert cli.main(["triage", str(tmp_path), "--build-dir", str(build_dir()),
+                     "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "triage: crash-x: 7 -> 1 ops in crash-x.min.svmp" in out, out
+    minimized = (crashes / "crash-x.min.svmp").read_text()
+    assert minimize.ops(minimized) == ["drop_acks count=7"]
+    assert minimized.startswith("# Minimized from crash-x: data corruption in dev_read\n")
+    assert "drop_acks" in (crashes / "crash-x.c").read_text()
+    (b,) = json.loads((tmp_path / "triage.json").read_text())["buckets"]
+    (c,) = b["crashes"]
+    assert (c["minimized"], c["minimized_ops"]) == (str(crashes / "crash-x.min.svmp"), 1)
+    assert c["reproducer"] == str(crashes / "crash-x.c")
+    # Each step ran at most twice, and a failed one once.
+    assert len(_MarkerRunner.programs) < 2 + 2 * 30
+    # What triage wrote beside the input is not an input of the next triage.
+    assert campaign.saved_inputs(crashes) == [crashes / "crash-x"]
 
 
 def test_triage_refuses_a_malformed_known_list_and_bad_knobs(tmp_path, svmprog, monkeypatch):

@@ -8,12 +8,13 @@ runner module; its artifacts/ the guest.
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
-from svmfuzz import campaign, cli, runner
+from svmfuzz import campaign, cli, minimize, runner
 from svmfuzz.paths import build_dir
 
 pytestmark = pytest.mark.vm
@@ -25,12 +26,15 @@ MIN_GUEST_PCS = 2000
 # A device that drops the acknowledgement of the unmap's invalidation, with
 # the driver's break_fence_wait knob (campaign.conf's knobs): the driver waits
 # for that fence for ever, where SIGKILL cannot end it. Without the knob it
-# restarts the device's rings and goes on.
+# restarts the device's rings and goes on. The yield and the sleep are there
+# for the minimizer to drop.
 LOST_ACK = """
     mmap buf=0 pages=4 kind=anon prot=rw
     write buf=0 off=0 pages=4 seed=1
+    yield
     mirror buf=0 off=0 pages=4 write=no
     drop_acks count=1
+    sleep us=1000
     munmap buf=0 off=0 pages=4
 """
 REPEAT = 2
@@ -81,6 +85,14 @@ def test_libfuzzer_campaign_then_triage_of_a_planted_finding(guest_artifacts, sv
     assert Path(crash["console_log"]).is_file()
     assert bucket["title"] in (planted / "triage.txt").read_text()
     assert report["unknown"] == 1 and not bucket["known"]
+    # Minimized: shorter, and it gave the title in every run of every step kept.
+    minimized = Path(crash["minimized"]).read_text()
+    assert crash["minimized_ops"] < len(minimize.ops(LOST_ACK)), minimized
+    assert "drop_acks" in minimized and "yield" not in minimized, minimized
+    assert "drop_acks" in Path(crash["reproducer"]).read_text()
+    # The report's frames have their source lines.
+    assert re.search(r"\n\s+at svmdev_\w+ guest-driver/svmdev_\w+\.c:\d+", crash["report"]), \
+        crash["report"]
 
 
 @pytest.mark.skipif(shutil.which("afl-fuzz") is None, reason="afl-fuzz is not installed")

@@ -96,6 +96,12 @@ def _cmd_symbolize(args: argparse.Namespace) -> int:
     return symbolize.command(args, log)
 
 
+def _cmd_minimize(args: argparse.Namespace) -> int:
+    from svmfuzz import minimize
+
+    return minimize.command(args, log)
+
+
 def _cmd_repro(args: argparse.Namespace) -> int:
     from svmfuzz import repro
 
@@ -214,6 +220,10 @@ def make_parser() -> argparse.ArgumentParser:
     tr.add_argument("--known", default=str(known.DEFAULT),
                     help="known outcomes: titles expected on a correct kernel, with their "
                          "reasons (default: %(default)s)")
+    tr.add_argument("--minimize-steps", type=int, default=100,
+                    help="minimize the best input of each bucket no known outcome explains, "
+                         "with at most this many steps in the guest, and write it as C; 0: "
+                         "do not (default: %(default)s)")
     tr.set_defaults(func=_cmd_triage)
 
     knobs_help = ("test-only driver knobs, as campaign.conf writes them (\"break_imbalance=1 "
@@ -231,6 +241,23 @@ def make_parser() -> argparse.ArgumentParser:
     pc.add_argument("--knobs", default="", help=knobs_help)
     pc.add_argument("--build-dir", default=str(build_dir()))
     pc.set_defaults(func=_cmd_prog2c, op_timeout_ms=5000, program_timeout_ms=20000, append="")
+
+    mn = sub.add_parser("minimize", help="drop ops and simplify arguments of an input while "
+                                         "it gives the same title at least as often; writes "
+                                         "INPUT.min.svmp")
+    _add_vm_options(mn)
+    _add_reset_option(mn)
+    mn.add_argument("input", help="a text program (.svmp) or a fuzzer input, e.g. DIR/crashes/crash-*")
+    mn.add_argument("--tries", type=int, default=3,
+                    help="runs of the input, and at most of each step (default: %(default)s)")
+    mn.add_argument("--max-steps", type=int, default=300,
+                    help="steps that run in the guest, at most (default: %(default)s)")
+    mn.add_argument("--knobs", default="", help=knobs_help)
+    mn.add_argument("--op-timeout-ms", type=int, default=5000,
+                    help="when the campaign's own is not known")
+    mn.add_argument("--program-timeout-ms", type=int, default=20000,
+                    help="when the campaign's own is not known")
+    mn.set_defaults(func=_cmd_minimize)
 
     sy = sub.add_parser("symbolize", help="a console log or report with each kernel and "
                                           "driver frame followed by its file:line")
