@@ -16,6 +16,8 @@ PACKAGES=(
 	linux-source-6.12 bc libelf-dev libssl-dev dwarves kmod cpio xz-utils rsync
 	# initramfs
 	busybox-static
+	# campaign reports: plots, and the check of the page in a headless browser
+	python3-matplotlib chromium
 )
 
 SUDO=""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from svmfuzz import campaign, cli, minimize, runner
+from svmfuzz import campaign, cli, minimize, report, runner
 from svmfuzz.paths import build_dir
 
 pytestmark = pytest.mark.vm
@@ -93,6 +93,13 @@ def test_libfuzzer_campaign_then_triage_of_a_planted_finding(guest_artifacts, sv
     # The report's frames have their source lines.
     assert re.search(r"\n\s+at svmdev_\w+ guest-driver/svmdev_\w+\.c:\d+", crash["report"]), \
         crash["report"]
+    # And the page of it all.
+    assert cli.main(["report", str(planted)]) == 0
+    page = (planted / "report" / "index.html").read_text()
+    assert bucket["title"] in page and "drop_acks count=1" in page
+    # The campaign's own page has its plots over time.
+    assert cli.main(["report", str(work)]) == 0
+    assert len(report.load_history(work / "stats-history.jsonl")) >= 2
 
 
 @pytest.mark.skipif(shutil.which("afl-fuzz") is None, reason="afl-fuzz is not installed")

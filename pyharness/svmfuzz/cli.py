@@ -96,6 +96,12 @@ def _cmd_symbolize(args: argparse.Namespace) -> int:
     return symbolize.command(args, log)
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from svmfuzz import report
+
+    return report.command(args, log)
+
+
 def _cmd_minimize(args: argparse.Namespace) -> int:
     from svmfuzz import minimize
 
@@ -258,6 +264,13 @@ def make_parser() -> argparse.ArgumentParser:
     mn.add_argument("--program-timeout-ms", type=int, default=20000,
                     help="when the campaign's own is not known")
     mn.set_defaults(func=_cmd_minimize)
+
+    rep = sub.add_parser("report", help="a campaign as an HTML page and a Markdown summary: "
+                                        "figures, plots over time, triaged buckets")
+    rep.add_argument("dir", help="the campaign directory (svmfuzz fuzz --workdir)")
+    rep.add_argument("-o", "--output", help="where they go (default: DIR/report)")
+    rep.add_argument("--build-dir", default=str(build_dir()))
+    rep.set_defaults(func=_cmd_report)
 
     sy = sub.add_parser("symbolize", help="a console log or report with each kernel and "
                                           "driver frame followed by its file:line")
