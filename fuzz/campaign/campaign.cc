@@ -172,6 +172,8 @@ bool ParseConfig(const std::string& text, Config* out, std::string* error) {
         c.runner.reset = value == "snapshot" ? Reset::kSnapshot : Reset::kReboot;
       } else if (key == "stats_seconds") {
         c.stats_seconds = std::stod(value);
+      } else if (key == "pyharness") {
+        c.pyharness = value;
       } else if (key == "saved_per_kind") {
         c.saved_per_kind = std::stoi(value);
       } else {
@@ -277,6 +279,21 @@ std::vector<std::string> Trouble(const Outcome& outcome, const std::string& cons
     out.push_back("device: " + std::to_string(outcome.stale.size()) + " stale access(es)");
   }
   return out;
+}
+
+std::string Slug(const std::string& title) {
+  std::string out;
+  for (const char ch : title) {
+    const bool word = std::isalnum(static_cast<unsigned char>(ch)) || ch == '_';
+    if (word) {
+      out += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    } else if (!out.empty() && out.back() != '-') {
+      out += '-';
+    }
+    if (out.size() >= kMaxSlug) break;
+  }
+  while (!out.empty() && out.back() == '-') out.pop_back();
+  return out.empty() ? "finding" : out;
 }
 
 std::string Kind(const std::string& trouble) {
@@ -488,7 +505,11 @@ int KillStrayVms(const fs::path& vm_workdir) {
   return killed;
 }
 
-std::unique_ptr<Campaign> Campaign::Open(Config cfg, Log log, std::string* error) {
+std::unique_ptr<Campaign> Campaign::Open(Config cfg, Log log, Judge judge, std::string* error) {
+  if (!judge) {
+    *error = "a campaign needs a judge of its programs";
+    return nullptr;
+  }
   std::error_code ec;
   const fs::path crashes = cfg.workdir / "crashes";
   const bool made = fs::create_directories(crashes, ec);
@@ -501,13 +522,15 @@ std::unique_ptr<Campaign> Campaign::Open(Config cfg, Log log, std::string* error
   if (made && !(SyncDir(cfg.workdir, error) && SyncDir(cfg.workdir.parent_path(), error))) {
     return nullptr;
   }
-  return std::unique_ptr<Campaign>(new Campaign(std::move(cfg), std::move(log), std::move(lock)));
+  return std::unique_ptr<Campaign>(
+      new Campaign(std::move(cfg), std::move(log), std::move(judge), std::move(lock)));
 }
 
-Campaign::Campaign(Config cfg, Log log, std::unique_ptr<DirLock> lock)
+Campaign::Campaign(Config cfg, Log log, Judge judge, std::unique_ptr<DirLock> lock)
     : lock_(std::move(lock)),
       cfg_(std::move(cfg)),
       log_(log),
+      judge_(std::move(judge)),
       runner_(cfg_.runner, std::move(log)) {
   if (const int stray = KillStrayVms(cfg_.runner.vm.workdir); stray && log_) {
     log_("campaign: killed " + std::to_string(stray) + " VM(s) an earlier harness left running");
@@ -596,7 +619,11 @@ void Campaign::LoadState() {
   std::vector<fs::path> unexplained;
   for (const fs::directory_entry& e : fs::directory_iterator(crashes_dir(), ec)) {
     const std::string name = e.path().filename().string();
-    if (name.rfind("crash-", 0) != 0) continue;
+    // Triage's minimal programs and C reproducers sit beside the inputs.
+    if (name.rfind("crash-", 0) != 0 || e.path().extension() == ".svmp" ||
+        e.path().extension() == ".c") {
+      continue;
+    }
     if (e.path().extension() != ".txt") {
       if (!fs::exists(e.path().string() + ".txt")) unexplained.push_back(e.path());
       continue;
@@ -643,35 +670,49 @@ bool Campaign::Execute(const uint8_t* data, size_t size, uint8_t* map, size_t ma
     }
   }
   std::string console = outcome.console;
-  std::vector<std::string> trouble = Trouble(outcome, console);
-  if (!trouble.empty()) {
-    const std::optional<Report> report = FindReport(console);
-    if (report && report->kernel && outcome.lost.empty()) {
+  Judgement judged = Decide(outcome, console);
+  if (!judged.findings.empty()) {
+    if (judged.end_life) {
       // Lockdep and KASAN report once, a WARN may leave state behind: the
       // next input gets a fresh kernel. The rest of a report the kernel was
       // still printing belongs to this one.
-      runner_.EndLife("kernel: " + std::regex_replace(report->line, PrintkPrefix(), ""));
+      runner_.EndLife("kernel: " + judged.findings[0].title);
       console = runner_.ConsoleWindow(outcome);
-      trouble = Trouble(outcome, console);
+      Judgement whole = Decide(outcome, console);
+      if (!whole.findings.empty()) judged = std::move(whole);
     }
     stats_.findings++;
-    Save(data, size, outcome, trouble, console);
+    Save(data, size, outcome, judged, console);
   }
   if (Now() - last_stats_ >= cfg_.stats_seconds) WriteStats();
   return true;
 }
 
+Judgement Campaign::Decide(const Outcome& outcome, const std::string& console) {
+  Judgement out;
+  std::string error;
+  if (!judge_(outcome, console, &out, &error)) {
+    if (log_) log_("campaign: " + error);
+    out = Judgement{{{"oracle failed: " + error.substr(0, error.find('\n')), "harness"}}, false};
+  }
+  return out;
+}
+
 void Campaign::Save(const uint8_t* data, size_t size, const Outcome& outcome,
-                    const std::vector<std::string>& trouble, const std::string& console) {
-  const std::string kind = Kind(trouble[0]);
+                    const Judgement& judged, const std::string& console) {
+  const std::string& title = judged.findings[0].title;
+  const std::string kind = Kind(title);
   if (saved_kinds_[kind] >= cfg_.saved_per_kind) return;
-  const std::string name = "crash-" + InputHash(data, size);
+  // Named by title and input: a bucket can be read from a listing.
+  const std::string name = "crash-" + Slug(title) + "-" + InputHash(data, size);
   const fs::path input = crashes_dir() / name;
   const fs::path text = crashes_dir() / (name + ".txt");
   const bool explains = unexplained_.erase(name) > 0;
   if (fs::exists(text) && !explains) return;
   std::string why = "kind: " + kind + "\n";
-  for (const std::string& t : trouble) why += "why: " + t + "\n";
+  for (const Verdict& v : judged.findings) why += "title: " + v.title + "\n";
+  // What the harness itself saw, for the record.
+  for (const std::string& t : Trouble(outcome, console)) why += "why: " + t + "\n";
   if (outcome.result) {
     why += "status: " + std::to_string(static_cast<uint32_t>(outcome.result->status)) +
            " detail " + std::to_string(outcome.result->detail) + "\n";
@@ -693,7 +734,7 @@ void Campaign::Save(const uint8_t* data, size_t size, const Outcome& outcome,
   }
   saved_kinds_[kind]++;
   if (!explains) stats_.saved++;
-  if (log_) log_("campaign: saved " + input.string() + ": " + trouble[0]);
+  if (log_) log_("campaign: saved " + input.string() + ": " + title);
 }
 
 void Campaign::WriteStats(bool final) {

@@ -4,11 +4,12 @@
 // A Campaign owns a Runner (fuzz/runner) and boots the guest on the first
 // input. Each input is run as a program; the guest kernel's PCs of it (the
 // program's threads and the driver's workers) go into the engine's coverage
-// map, hashed. An outcome that shows trouble (the guest lost, a stuck task,
-// a livelock, an unbalanced notifier, corrupted data, a stale device access,
-// a kernel report on the console) is saved under <workdir>/crashes/ with why,
-// and the campaign goes on; after a kernel report the VM life ends so the
-// next input gets a fresh kernel. <workdir>/stats.json is rewritten every few
+// map, hashed. The oracles triage uses (judge.h) judge each outcome; one with
+// a finding (the guest lost, a stuck task, a livelock, an unbalanced
+// notifier, corrupted data, a stale device access, a kernel report on the
+// console) is saved as <workdir>/crashes/crash-<title>-<input hash>, with its
+// titles and what the harness saw, and the campaign goes on; after a kernel
+// report the VM life ends so the next input gets a fresh kernel. <workdir>/stats.json is rewritten every few
 // seconds, and every kHistorySeconds it is also appended to
 // <workdir>/stats-history.jsonl, one JSON object a line, for plots over time. Every file is written whole (WriteAtomic: temporary file, fsync,
 // rename, directory fsync), so a campaign killed at any moment leaves nothing
@@ -30,6 +31,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "campaign/judge.h"
 #include "runner/runner.h"
 
 namespace svmfuzz::campaign {
@@ -54,6 +56,7 @@ struct Config {
   double stats_seconds = 5;
   // Inputs kept per kind of trouble: the rest are counted, not saved.
   int saved_per_kind = 5;
+  std::filesystem::path pyharness;  // the Python oracles' package folder (svmfuzz fuzz sets it)
   // Boots that fail in a row before the campaign gives up.
   int boot_attempts = 3;
 };
@@ -62,7 +65,7 @@ struct Config {
 // workdir (required); vm_workdir (default <workdir>/vm), engine, accel, cpus,
 // memory, devices, vram, append (kernel arguments, space-separated),
 // boot_timeout, op_timeout_ms, program_timeout_ms, reset (reboot or
-// snapshot), stats_seconds, saved_per_kind.
+// snapshot), stats_seconds, saved_per_kind, pyharness.
 bool ParseConfig(const std::string& text, Config* out, std::string* error);
 bool LoadConfig(const std::filesystem::path& path, Config* out, std::string* error);
 
@@ -85,6 +88,10 @@ std::vector<std::string> Trouble(const Outcome& outcome, const std::string& cons
 // The kind of a trouble line, for capping how many inputs are kept of each:
 // the line with numbers and offsets taken out.
 std::string Kind(const std::string& trouble);
+// A title as part of a file name: lower case, runs of other characters as
+// one '-', at most kMaxSlug characters.
+inline constexpr size_t kMaxSlug = 60;
+std::string Slug(const std::string& title);
 
 // Writes `data` to `path` through a temporary file in the same directory
 // (.<name>.tmp-XXXXXX), synced before it is renamed over `path`, and syncs the
@@ -138,7 +145,8 @@ class Campaign {
   // sessions' state. Null with `error` when the directory is in use or
   // cannot be made. A malformed stats.json is kept as stats.json.malformed
   // and the counts start afresh (saved findings are counted from crashes/).
-  static std::unique_ptr<Campaign> Open(Config cfg, Log log, std::string* error);
+  // `judge` decides what is a finding and titles it (PythonJudge, as triage).
+  static std::unique_ptr<Campaign> Open(Config cfg, Log log, Judge judge, std::string* error);
   ~Campaign();
   Campaign(const Campaign&) = delete;
   Campaign& operator=(const Campaign&) = delete;
@@ -159,9 +167,11 @@ class Campaign {
   std::filesystem::path crashes_dir() const { return cfg_.workdir / "crashes"; }
 
  private:
-  Campaign(Config cfg, Log log, std::unique_ptr<DirLock> lock);
-  void Save(const uint8_t* data, size_t size, const Outcome& outcome,
-            const std::vector<std::string>& trouble, const std::string& console);
+  Campaign(Config cfg, Log log, Judge judge, std::unique_ptr<DirLock> lock);
+  // The judge's findings; an oracle that fails is a finding of its own.
+  Judgement Decide(const Outcome& outcome, const std::string& console);
+  void Save(const uint8_t* data, size_t size, const Outcome& outcome, const Judgement& judged,
+            const std::string& console);
   void RemoveTemporaries();
   void LoadStats();
   void LoadState();
@@ -169,6 +179,7 @@ class Campaign {
   std::unique_ptr<DirLock> lock_;
   Config cfg_;
   Log log_;
+  Judge judge_;
   Runner runner_;
   Stats stats_;
   std::unordered_set<uint64_t> pcs_;

@@ -32,8 +32,21 @@ const std::vector<uint8_t> kKernelDies = {0xfe};
 const std::vector<uint8_t> kKernelWarns = {0xfb, 1};
 const std::vector<uint8_t> kExecutorLeaves = {0xfc};
 const std::vector<uint8_t> kStuck = {0xf9};
+// What the oracles call it: the stand-in's stuck task sleeps nowhere known.
+const std::string kStuckTitle = "INFO: task hung";
 
 constexpr size_t kBalanced = 16 + SVMDEV_NUM_CTRS + 3;
+
+// The Python oracles of this checkout, as the harness judges with them.
+Judge Oracles() {
+  static Judge judge = [] {
+    std::string error;
+    Judge j = PythonJudge(SVMFUZZ_PYHARNESS_DIR, &error);
+    EXPECT_TRUE(j) << error;
+    return j;
+  }();
+  return judge;
+}
 
 std::string Read(const fs::path& path) {
   std::ifstream f(path, std::ios::binary);
@@ -76,7 +89,7 @@ TEST(Config, ParsesWhatTheFrontEndWrites) {
                           "workdir = /w\nengine = afl\naccel = tcg\ndevices = 2\ncpus = 1\n"
                           "memory = 1G\nappend = a=1 b\nboot_timeout = 60\n"
                           "op_timeout_ms = 100\nprogram_timeout_ms = 900\nsaved_per_kind = 2\n"
-                          "reset = snapshot\nvram = 8M\n",
+                          "reset = snapshot\nvram = 8M\npyharness = /src/pyharness\n",
                           &c, &error))
       << error;
   EXPECT_EQ(c.runner.vm.qemu, "/q");
@@ -92,6 +105,7 @@ TEST(Config, ParsesWhatTheFrontEndWrites) {
   EXPECT_EQ(c.engine, "afl");
   EXPECT_EQ(c.runner.reset, Reset::kSnapshot);
   EXPECT_EQ(c.runner.vm.vram, "8M");
+  EXPECT_EQ(c.pyharness, "/src/pyharness");
 
   EXPECT_FALSE(ParseConfig("qemu=/q\nkernel=/k\ninitramfs=/i\n", &c, &error));
   EXPECT_EQ(error, "no workdir given");
@@ -149,6 +163,60 @@ Outcome WithResult(proto::Status status = proto::Status::kOk) {
   o.result = proto::ExecResult();
   o.result->status = status;
   return o;
+}
+
+TEST(PythonJudge, TitlesAsTriageDoesAndEndsTheLifeAfterAKernelReport) {
+  Outcome o;
+  Judgement j;
+  std::string error;
+  // No result and no report: the guest was lost.
+  o.lost = "the executor closed its port";
+  o.lost_kind = Lost::kExecutorLost;
+  ASSERT_TRUE(Oracles()(o, "", &j, &error)) << error;
+  ASSERT_EQ(j.findings.size(), 1u);
+  EXPECT_EQ(j.findings[0].title, "executor lost");
+  EXPECT_FALSE(j.end_life);  // a lost guest has ended its life already
+  const std::string kasan =
+      "[   12.5][  T100] ==================================================================\n"
+      "[   12.5][  T100] BUG: KASAN: slab-use-after-free in svmdev_fence_wait+0x10/0x40 [svmdev]\n"
+      "[   12.5][  T100] Read of size 8 at addr ffff888012345678 by task a/100\n"
+      "[   12.5][  T100] Call Trace:\n"
+      "[   12.5][  T100]  <TASK>\n"
+      "[   12.5][  T100]  svmdev_fence_wait+0x10/0x40 [svmdev]\n"
+      "[   12.5][  T100]  svmdev_ioctl+0x20/0x80 [svmdev]\n"
+      "[   12.5][  T100]  </TASK>\n"
+      "[   12.5][  T100] ==================================================================\n";
+  Outcome ran;
+  ran.result = proto::ExecResult{};
+  ran.result_payload = proto::Encode(*ran.result);
+  ASSERT_TRUE(Oracles()(ran, kasan, &j, &error)) << error;
+  ASSERT_FALSE(j.findings.empty());
+  EXPECT_EQ(j.findings[0].title, "KASAN: slab-use-after-free Read in svmdev_fence_wait");
+  EXPECT_EQ(j.findings[0].category, "kasan");
+  EXPECT_TRUE(j.end_life);
+  // Bytes that are not UTF-8 are no obstacle.
+  ASSERT_TRUE(Oracles()(ran, std::string("\xff\xfe junk\n") + kasan, &j, &error)) << error;
+  EXPECT_EQ(j.findings.size(), 1u);
+  // A RESULT this side cannot read is a finding, and the life ends.
+  ran.result_payload.resize(3);
+  ASSERT_TRUE(Oracles()(ran, "", &j, &error)) << error;
+  ASSERT_EQ(j.findings.size(), 1u);
+  EXPECT_EQ(j.findings[0].title, "executor sent an unreadable result");
+  EXPECT_TRUE(j.end_life);
+}
+
+TEST(PythonJudge, AMissingPackageIsAClearError) {
+  std::string error;
+  EXPECT_FALSE(PythonJudge("/nonexistent/pyharness", &error));
+  EXPECT_EQ(error, "no oracles in /nonexistent/pyharness (svmfuzz/oracles/verdict.py)");
+}
+
+TEST(Slug, TitlesBecomeFileNames) {
+  EXPECT_EQ(Slug("KASAN: slab-use-after-free Read in svmdev_fence_wait"),
+            "kasan-slab-use-after-free-read-in-svmdev_fence_wait");
+  EXPECT_EQ(Slug("!!!"), "finding");
+  EXPECT_EQ(Slug(std::string(200, 'a')).size(), kMaxSlug);
+  EXPECT_EQ(Slug("device stale access in ctx 0 at 0x7f00/"), "device-stale-access-in-ctx-0-at-0x7f00");
 }
 
 TEST(Detector, JudgesOutcomes) {
@@ -340,7 +408,7 @@ class CampaignTest : public TempDir {
   }
   std::unique_ptr<Campaign> Open(Config cfg) {
     std::string error;
-    std::unique_ptr<Campaign> c = Campaign::Open(std::move(cfg), log_, &error);
+    std::unique_ptr<Campaign> c = Campaign::Open(std::move(cfg), log_, Oracles(), &error);
     EXPECT_TRUE(c) << error;
     return c;
   }
@@ -381,14 +449,16 @@ TEST_F(CampaignTest, AKernelReportIsSavedAndTheNextInputGetsAFreshKernel) {
   Run(c.get(), {1});
   Run(c.get(), kKernelWarns);
   EXPECT_EQ(c->stats().findings, 1u);
-  const std::string name = "crash-" + InputHash(kKernelWarns.data(), kKernelWarns.size());
+  // Named by the title triage gives it, from the oracles triage uses.
+  const std::string name =
+      "crash-warning-in-hmm_bar-" + InputHash(kKernelWarns.data(), kKernelWarns.size());
   const std::vector<fs::path> saved = Saved();
   ASSERT_EQ(saved.size(), 2u);
   EXPECT_EQ(saved[0].filename(), name);
   EXPECT_EQ(Read(saved[0]), std::string(kKernelWarns.begin(), kKernelWarns.end()));
   const std::string why = Read(saved[1]);
   EXPECT_TRUE(Has(why, "why: kernel: WARNING: CPU: 0 PID: 1 at mm/hmm.c:2 hmm_bar+0x2\n")) << why;
-  EXPECT_TRUE(Has(why, "kind: kernel: WARNING: CPU: N PID: N at mm/hmm.c:N hmm_bar+N\n")) << why;
+  EXPECT_TRUE(Has(why, "kind: WARNING in hmm_bar\ntitle: WARNING in hmm_bar\n")) << why;
   EXPECT_TRUE(Has(why, "--- console while it ran ---\nWARNING: CPU: 0")) << why;
   EXPECT_TRUE(Has(why, "console log: " + (dir_ / "campaign" / "vm").string())) << why;
   // The life ended with the report; the next input boots the next one.
@@ -468,7 +538,7 @@ TEST_F(CampaignTest, ASecondHarnessOnTheDirectoryIsRefusedAndTheFirstGoesOn) {
   std::unique_ptr<Campaign> c = Open(MakeConfig());
   Run(c.get(), {1});
   std::string error;
-  EXPECT_FALSE(Campaign::Open(MakeConfig(), log_, &error));
+  EXPECT_FALSE(Campaign::Open(MakeConfig(), log_, Oracles(), &error));
   EXPECT_EQ(error, "campaign directory " + (dir_ / "campaign").string() + " is in use by pid " +
                        std::to_string(getpid()));
   // Its VM was left alone.
@@ -518,7 +588,8 @@ TEST_F(CampaignTest, TheTemporariesOfAKilledHarnessAreRemoved) {
 TEST_F(CampaignTest, AnInputSavedWithoutItsDescriptionIsKeptAndDescribedWhenItShowsAgain) {
   const fs::path crashes = dir_ / "campaign" / "crashes";
   fs::create_directories(crashes);
-  const std::string name = "crash-" + InputHash(kStuck.data(), kStuck.size());
+  // As a harness killed before the description names it.
+  const std::string name = "crash-" + Slug(kStuckTitle) + "-" + InputHash(kStuck.data(), kStuck.size());
   std::ofstream(crashes / name) << std::string(kStuck.begin(), kStuck.end());
   std::unique_ptr<Campaign> c = Open(MakeConfig());
   EXPECT_EQ(c->stats().saved, 1u);
@@ -559,7 +630,7 @@ TEST_F(CampaignTest, KilledAtEachWriteStepItResumesWithNothingLostOrDoubled) {
       setenv(kKillAtWriteEnv, std::to_string(at).c_str(), 1);
       std::string error;
       std::unique_ptr<Campaign> c = Campaign::Open(
-          cfg, [](const std::string&) {}, &error);
+          cfg, [](const std::string&) {}, Oracles(), &error);
       for (const std::vector<uint8_t>& in : inputs) {
         if (!c || !c->Execute(in.data(), in.size(), map_.data(), map_.size(), &error)) _exit(2);
       }
@@ -589,8 +660,10 @@ TEST_F(CampaignTest, KilledAtEachWriteStepItResumesWithNothingLostOrDoubled) {
     ExpectWhole(work);
     std::vector<std::string> names;
     for (const fs::path& p : Saved()) names.push_back(p.filename().string());
-    const std::string stuck = "crash-" + InputHash(kStuck.data(), kStuck.size());
-    const std::string warns = "crash-" + InputHash(kKernelWarns.data(), kKernelWarns.size());
+    const std::string stuck =
+        "crash-" + Slug(kStuckTitle) + "-" + InputHash(kStuck.data(), kStuck.size());
+    const std::string warns =
+        "crash-warning-in-hmm_bar-" + InputHash(kKernelWarns.data(), kKernelWarns.size());
     std::vector<std::string> want = {stuck, stuck + ".txt", warns, warns + ".txt"};
     std::sort(want.begin(), want.end());
     EXPECT_EQ(names, want) << "step " << at;

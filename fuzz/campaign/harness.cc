@@ -38,7 +38,11 @@ Campaign& Start(const char* engine) {
   std::string error;
   if (!LoadConfig(path, &cfg, &error)) Fail(error);
   if (cfg.engine.empty()) cfg.engine = engine;
-  campaign = Campaign::Open(std::move(cfg), Say, &error);
+  // The oracles triage uses; a build's own checkout when svmfuzz fuzz did not say.
+  if (cfg.pyharness.empty()) cfg.pyharness = SVMFUZZ_PYHARNESS_DIR;
+  Judge judge = PythonJudge(cfg.pyharness, &error);
+  if (!judge) Fail(error);
+  campaign = Campaign::Open(std::move(cfg), Say, std::move(judge), &error);
   if (!campaign) Fail(error);
   std::atexit(End);
   return *campaign;

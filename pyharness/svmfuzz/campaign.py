@@ -6,7 +6,9 @@ AFL++ build, on a campaign directory:
     DIR/campaign.conf   what the harness runs (QEMU, kernel, initramfs, VM, timeouts)
     DIR/corpus/         the seeds, then libFuzzer's corpus (AFL++'s seeds)
     DIR/afl/            AFL++'s output; its queue is its corpus
-    DIR/crashes/        crash-<hash> inputs that showed trouble, crash-<hash>.txt why
+    DIR/crashes/        crash-<title>-<hash> inputs with a finding, titled by the
+                        oracles triage uses; .txt: the titles and what the harness
+                        saw; triage adds .min.svmp and .c
     DIR/stats.json      execs, execs/s, distinct guest PCs, VM lives, findings
     DIR/vm/             the console log of each VM life
     DIR/engine.log      what the engine printed
@@ -252,6 +254,8 @@ def write_config(path: Path, vm_cfg, workdir: Path, engine: str, boot_timeout: f
         "devices": vm_cfg.devices, "vram": vm_cfg.vram, "append": " ".join(vm_cfg.extra_append),
         "boot_timeout": boot_timeout, "op_timeout_ms": op_timeout_ms,
         "program_timeout_ms": program_timeout_ms, "reset": reset,
+        # The oracles the harness judges with: this package's, as triage's.
+        "pyharness": REPO_ROOT / "pyharness",
     }
     write_atomic(path, "".join(f"{k} = {v}\n" for k, v in lines.items()))
 
@@ -577,10 +581,12 @@ def triage_text(buckets: list[Bucket], skipped: list[dict]) -> str:
 
 def _campaign_saw(text: Path) -> list[str]:
     try:
-        return [line[5:] for line in text.read_text(errors="replace").splitlines()
-                if line.startswith("why: ")]
+        lines = text.read_text(errors="replace").splitlines()
     except OSError:
         return []
+    # The titles the campaign's oracles gave, then what the harness saw.
+    return ([line[7:] for line in lines if line.startswith("title: ")] +
+            [line[5:] for line in lines if line.startswith("why: ")])
 
 
 # A triage run that raised: a finding of its own, not the end of triage.

@@ -26,16 +26,14 @@ from pathlib import Path
 
 from svmfuzz import native, protocol
 from svmfuzz.errors import SvmfuzzError
-from svmfuzz.oracles import console
 from svmfuzz.oracles.console import Finding
-from svmfuzz.oracles.program import DRIVER_CATEGORIES, judge
+from svmfuzz.oracles import verdict
 from svmfuzz.paths import REPO_ROOT
 from svmfuzz.vm import config_from_args
 
 # What the guest's init prints when the executor has gone; it then powers off.
 EXECUTOR_EXITED = "svmfuzz-init: executor exited"
-# The title of a RESULT this side cannot decode (an unknown status, say).
-UNREADABLE_RESULT = "executor sent an unreadable result"
+UNREADABLE_RESULT = verdict.UNREADABLE_RESULT
 
 
 # How a life that ended gives way to the next (--reset): a restore of the
@@ -77,10 +75,6 @@ class Outcome:
 class Runner:
     def __init__(self, cfg: "native.RunnerConfig", log=lambda msg: None) -> None:
         self._native = native.Runner(cfg, log)
-        self._lost_kinds = {native.Lost.NONE: "", native.Lost.NO_OUTPUT: console.NO_OUTPUT,
-                            native.Lost.EXECUTOR_LOST: console.EXECUTOR_LOST,
-                            native.Lost.VM_LOST: console.VM_LOST,
-                            native.Lost.VM_FROZEN: console.VM_FROZEN}
 
     def __enter__(self) -> "Runner":
         return self
@@ -120,22 +114,19 @@ class Runner:
         """Runs one program (its binary form), booting a VM first if there is
         none. `knobs`: test-only driver knobs for the program's device files."""
         o = self._native.run(program, knobs.values() if knobs is not None else [])
-        try:
-            result = None if o.result is None else protocol.ExecResult.decode(o.result)
-        except protocol.ProtocolError as e:
+        result, unreadable = verdict.decode(o.result)
+        if unreadable is not None:
             # An executor that says what this side cannot read is out of step
             # with it: a finding, and the life ends.
-            self._native.end_life(f"{UNREADABLE_RESULT}: {e}")
-            report = f"{e}\nRESULT payload: {bytes(o.result[:64]).hex()}"
-            finding = Finding(title=UNREADABLE_RESULT, category="lost", frame="", report=report)
-            return Outcome(o.id, None, o.life, f"{UNREADABLE_RESULT}: {e}", [finding], o.seconds)
-        findings = judge(result, o.console, self._lost_kinds[o.lost_kind], o.lost,
-                         device_events=o.stale)
-        kernel = [f for f in findings if f.category not in DRIVER_CATEGORIES]
-        if not o.lost and kernel:
-            self._native.end_life(f"kernel: {kernel[0].title}")
+            why = f"{UNREADABLE_RESULT}: {unreadable.report.splitlines()[0]}"
+            self._native.end_life(why)
+            return Outcome(o.id, None, o.life, why, [unreadable], o.seconds)
+        findings = verdict.findings(result, o.console, int(o.lost_kind), o.lost, o.stale)
+        ender = verdict.ends_life(findings, o.lost)
+        if ender is not None:
+            self._native.end_life(f"kernel: {ender.title}")
             # The rest of a report the kernel was still printing belongs to it.
-            findings = judge(result, self._native.console_window(o), device_events=o.stale)
+            findings = verdict.findings(result, self._native.console_window(o), 0, "", o.stale)
         return Outcome(o.id, result, o.life, o.lost, findings, o.seconds)
 
     def ping(self) -> float:
