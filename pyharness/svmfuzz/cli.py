@@ -96,6 +96,12 @@ def _cmd_symbolize(args: argparse.Namespace) -> int:
     return symbolize.command(args, log)
 
 
+def _cmd_regress(args: argparse.Namespace) -> int:
+    from svmfuzz import regress
+
+    return regress.command(args, log)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from svmfuzz import report
 
@@ -264,6 +270,26 @@ def make_parser() -> argparse.ArgumentParser:
     mn.add_argument("--program-timeout-ms", type=int, default=20000,
                     help="when the campaign's own is not known")
     mn.set_defaults(func=_cmd_minimize)
+
+    rg = sub.add_parser("regress", help="replay the corpus and compare each program's outcome "
+                                        "with its expectation and with the run before")
+    _add_vm_options(rg)
+    _add_reset_option(rg)
+    rg.add_argument("--kernel", default="",
+                    help="a kernel source tree to run, built through the cache (default: the "
+                         "build's kernel)")
+    rg.add_argument("--against", default="",
+                    help="a second kernel source tree, run with the same corpus and shown "
+                         "side by side")
+    rg.add_argument("--corpus", default=str(REPO_ROOT / "corpus" / "programs"))
+    rg.add_argument("--only", default="", help="comma-separated program names to run")
+    rg.add_argument("--results", default=str(build_dir() / "regress"),
+                    help="where each kernel's results are kept and compared (default: "
+                         "%(default)s)")
+    rg.add_argument("--junit", default="", help="write a JUnit XML file here")
+    rg.add_argument("--op-timeout-ms", type=int, default=5000)
+    rg.add_argument("--program-timeout-ms", type=int, default=20000)
+    rg.set_defaults(func=_cmd_regress)
 
     rep = sub.add_parser("report", help="a campaign as an HTML page and a Markdown summary: "
                                         "figures, plots over time, triaged buckets")
