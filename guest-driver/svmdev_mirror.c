@@ -13,6 +13,7 @@
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
+#include <linux/version.h>
 
 #include "svmdev.h"
 #include "svmdev_trace.h"
@@ -663,6 +664,19 @@ static void svmdev_release_pages(struct page **pages, unsigned long n)
  * a device atomic on one can never succeed (SVMDEV_CTR_EXCL_THP tells that
  * apart from a contended folio lock).
  */
+/* get_user_pages_remote() lost its vmas argument in 6.5. */
+static long svmdev_gup_one(struct mm_struct *mm, unsigned long addr,
+			   struct page **page)
+{
+#if LINUX_VERSION_CODE < KERNEL_VERSION(6, 5, 0)
+	return get_user_pages_remote(mm, addr, 1, FOLL_GET | FOLL_WRITE, page,
+				     NULL, NULL);
+#else
+	return get_user_pages_remote(mm, addr, 1, FOLL_GET | FOLL_WRITE, page,
+				     NULL);
+#endif
+}
+
 static void svmdev_count_thp_tails(struct svmdev_mirror *mirror,
 				   unsigned long start, struct page **pages,
 				   unsigned long n, long got)
@@ -675,8 +689,7 @@ static void svmdev_count_thp_tails(struct svmdev_mirror *mirror,
 	for (i = 0; i < n; i++) {
 		if (i < got && pages[i])
 			continue;
-		if (get_user_pages_remote(mm, start + (i << PAGE_SHIFT), 1,
-					  FOLL_GET | FOLL_WRITE, &p, NULL) != 1)
+		if (svmdev_gup_one(mm, start + (i << PAGE_SHIFT), &p) != 1)
 			continue;
 		if (PageTail(p))
 			svmdev_count(mirror->sdev, SVMDEV_CTR_EXCL_THP);
