@@ -54,13 +54,13 @@ uint64_t PatternWord(uint32_t seed, uint64_t word) {
 
 Buffers::Buffers(uintptr_t base) : base_(base) {}
 
-void Buffers::Faulted(int sig, Outcome* out) {
+void Buffers::Faulted(int sig, OpOutcome* out) {
   out->err = EFAULT;
   out->ret = sig;
   out->flags |= proto::kOpAccessFault;
 }
 
-bool Buffers::ResolveLocked(uint64_t id, uint64_t off, uint64_t n, Range* r, Outcome* out) {
+bool Buffers::ResolveLocked(uint64_t id, uint64_t off, uint64_t n, Range* r, OpOutcome* out) {
   const Buffer& b = buf_[id];
   if (b.addr == nullptr || off >= b.pages) {
     // The program thinks it is mapped; an earlier failed op left it otherwise.
@@ -82,7 +82,7 @@ bool Buffers::ResolveLocked(uint64_t id, uint64_t off, uint64_t n, Range* r, Out
   return true;
 }
 
-bool Buffers::Resolve(uint64_t id, uint64_t off, uint64_t n, Range* r, Outcome* out) {
+bool Buffers::Resolve(uint64_t id, uint64_t off, uint64_t n, Range* r, OpOutcome* out) {
   std::lock_guard<std::mutex> lock(mu_);
   return ResolveLocked(id, off, n, r, out);
 }
@@ -142,8 +142,8 @@ void Buffers::ForgetLocked(Buffer* b) {
   }
 }
 
-Outcome Buffers::Mmap(uint64_t id, uint64_t pages, MapKind kind, int prot) {
-  Outcome out;
+OpOutcome Buffers::Mmap(uint64_t id, uint64_t pages, MapKind kind, int prot) {
+  OpOutcome out;
   std::lock_guard<std::mutex> lock(mu_);
   Buffer& b = buf_[id];
   // A munmap the program counted as whole may have failed (hugetlb alignment):
@@ -202,8 +202,8 @@ Outcome Buffers::Mmap(uint64_t id, uint64_t pages, MapKind kind, int prot) {
   return out;
 }
 
-Outcome Buffers::Munmap(uint64_t id, uint64_t off, uint64_t n) {
-  Outcome out;
+OpOutcome Buffers::Munmap(uint64_t id, uint64_t off, uint64_t n) {
+  OpOutcome out;
   Range r;
   uint64_t len;
   bool whole;
@@ -225,8 +225,8 @@ Outcome Buffers::Munmap(uint64_t id, uint64_t off, uint64_t n) {
   return out;
 }
 
-Outcome Buffers::Mprotect(uint64_t id, uint64_t off, uint64_t n, int prot) {
-  Outcome out;
+OpOutcome Buffers::Mprotect(uint64_t id, uint64_t off, uint64_t n, int prot) {
+  OpOutcome out;
   Range r;
   if (!Resolve(id, off, n, &r, &out)) return out;
   // Protection is not shadowed: a check that meets a page it cannot read
@@ -235,8 +235,8 @@ Outcome Buffers::Mprotect(uint64_t id, uint64_t off, uint64_t n, int prot) {
   return out;
 }
 
-Outcome Buffers::Madvise(uint64_t id, uint64_t off, uint64_t n, Advice advice) {
-  Outcome out;
+OpOutcome Buffers::Madvise(uint64_t id, uint64_t off, uint64_t n, Advice advice) {
+  OpOutcome out;
   Range r;
   MapKind kind;
   {
@@ -261,8 +261,8 @@ Outcome Buffers::Madvise(uint64_t id, uint64_t off, uint64_t n, Advice advice) {
   return out;
 }
 
-Outcome Buffers::Mremap(uint64_t id, uint64_t pages, bool may_move) {
-  Outcome out;
+OpOutcome Buffers::Mremap(uint64_t id, uint64_t pages, bool may_move) {
+  OpOutcome out;
   Range r;
   uint64_t old_bytes, new_bytes;
   {
@@ -294,8 +294,8 @@ Outcome Buffers::Mremap(uint64_t id, uint64_t pages, bool may_move) {
   return out;
 }
 
-Outcome Buffers::Touch(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMismatch>* bad) {
-  Outcome out;
+OpOutcome Buffers::Touch(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMismatch>* bad) {
+  OpOutcome out;
   Range r;
   if (!Resolve(id, off, n, &r, &out)) return out;
   if (const int sig = Guarded([&] {
@@ -307,8 +307,8 @@ Outcome Buffers::Touch(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMi
   return Finish(r, bad, out);
 }
 
-Outcome Buffers::Read(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMismatch>* bad) {
-  Outcome out;
+OpOutcome Buffers::Read(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMismatch>* bad) {
+  OpOutcome out;
   Range r;
   if (!Resolve(id, off, n, &r, &out)) return out;
   uint64_t sum = 0;
@@ -324,9 +324,9 @@ Outcome Buffers::Read(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMis
   return Finish(r, bad, out);
 }
 
-Outcome Buffers::Write(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
+OpOutcome Buffers::Write(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
                        std::vector<PageMismatch>* bad) {
-  Outcome out;
+  OpOutcome out;
   Range r;
   if (!Resolve(id, off, n, &r, &out)) return out;
   BeginChange(r);
@@ -346,9 +346,9 @@ Outcome Buffers::Write(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
   return Finish(r, bad, out);
 }
 
-Outcome Buffers::Verify(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
+OpOutcome Buffers::Verify(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
                         std::vector<PageMismatch>* bad) {
-  Outcome out;
+  OpOutcome out;
   Range r;
   if (!Resolve(id, off, n, &r, &out)) return out;
   int64_t differ = 0;
@@ -404,7 +404,7 @@ void Buffers::ReportIfStable(const Range& r, uint64_t page, const Page& seen, ui
                   static_cast<uint8_t>(actual >> (8 * j))});
 }
 
-Outcome Buffers::Finish(const Range& r, std::vector<PageMismatch>* bad, Outcome out) {
+OpOutcome Buffers::Finish(const Range& r, std::vector<PageMismatch>* bad, OpOutcome out) {
   Check(r, bad);
   if (r.clipped && out.err == 0) {
     out.err = EFAULT;
@@ -435,8 +435,8 @@ void Buffers::Check(const Range& r, std::vector<PageMismatch>* bad) {
   }
 }
 
-Outcome Buffers::OnRange(uint64_t id, uint64_t off, uint64_t n, const RangeFn& fn) {
-  Outcome out;
+OpOutcome Buffers::OnRange(uint64_t id, uint64_t off, uint64_t n, const RangeFn& fn) {
+  OpOutcome out;
   Range r;
   if (!Resolve(id, off, n, &r, &out)) return out;
   out = fn(r.addr, r.count);
@@ -444,9 +444,9 @@ Outcome Buffers::OnRange(uint64_t id, uint64_t off, uint64_t n, const RangeFn& f
   return out;
 }
 
-Outcome Buffers::OnPages(uint64_t id, uint64_t off, uint64_t n, DeviceEffect effect,
+OpOutcome Buffers::OnPages(uint64_t id, uint64_t off, uint64_t n, DeviceEffect effect,
                          uint32_t seed, const PageFn& fn, std::vector<PageMismatch>* bad) {
-  Outcome out;
+  OpOutcome out;
   Range r;
   if (!Resolve(id, off, n, &r, &out)) return out;
   const bool changes = effect != DeviceEffect::kRead;
@@ -490,7 +490,7 @@ Outcome Buffers::OnPages(uint64_t id, uint64_t off, uint64_t n, DeviceEffect eff
 void Buffers::CheckAll(std::vector<PageMismatch>* bad) {
   for (uint64_t id = 0; id < kMaxBuffers; id++) {
     Range r;
-    Outcome ignored;
+    OpOutcome ignored;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (buf_[id].addr == nullptr || !ResolveLocked(id, 0, buf_[id].pages, &r, &ignored))

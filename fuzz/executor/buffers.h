@@ -58,7 +58,7 @@ struct PageMismatch {
 };
 
 // What an op did: errno, its op-specific value, proto::OpFlags.
-struct Outcome {
+struct OpOutcome {
   int err = 0;
   int64_t ret = 0;
   uint16_t flags = 0;
@@ -72,25 +72,25 @@ class Buffers {
   static constexpr uint64_t kSlotSize = 16 << 20;
   explicit Buffers(uintptr_t base);
 
-  Outcome Mmap(uint64_t id, uint64_t pages, MapKind kind, int prot);
-  Outcome Munmap(uint64_t id, uint64_t off, uint64_t n);
-  Outcome Mprotect(uint64_t id, uint64_t off, uint64_t n, int prot);
-  Outcome Madvise(uint64_t id, uint64_t off, uint64_t n, Advice advice);
-  Outcome Mremap(uint64_t id, uint64_t pages, bool may_move);
-  Outcome Touch(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMismatch>* bad);
-  Outcome Read(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMismatch>* bad);
-  Outcome Write(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
+  OpOutcome Mmap(uint64_t id, uint64_t pages, MapKind kind, int prot);
+  OpOutcome Munmap(uint64_t id, uint64_t off, uint64_t n);
+  OpOutcome Mprotect(uint64_t id, uint64_t off, uint64_t n, int prot);
+  OpOutcome Madvise(uint64_t id, uint64_t off, uint64_t n, Advice advice);
+  OpOutcome Mremap(uint64_t id, uint64_t pages, bool may_move);
+  OpOutcome Touch(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMismatch>* bad);
+  OpOutcome Read(uint64_t id, uint64_t off, uint64_t n, std::vector<PageMismatch>* bad);
+  OpOutcome Write(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
                 std::vector<PageMismatch>* bad);
   // ret: bytes that differ from pattern(seed); err EILSEQ if any.
-  Outcome Verify(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
+  OpOutcome Verify(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
                  std::vector<PageMismatch>* bad);
   void CheckAll(std::vector<PageMismatch>* bad);
 
   // Driver ops. `RangeFn` gets the mapped part of the range; the content
   // must not change (mirror, migrate, exclusive, snapshot: data survives
   // them, and later CPU reads check that it did).
-  using RangeFn = std::function<Outcome(uint8_t* addr, uint64_t pages)>;
-  Outcome OnRange(uint64_t id, uint64_t off, uint64_t n, const RangeFn& fn);
+  using RangeFn = std::function<OpOutcome(uint8_t* addr, uint64_t pages)>;
+  OpOutcome OnRange(uint64_t id, uint64_t off, uint64_t n, const RangeFn& fn);
   // Per page: the device acts on the page at `addr` (index `page` in the
   // buffer) with the 4 KiB `data`; returns errno. ret: pages done.
   using PageFn = std::function<int(uint8_t* addr, uint64_t page, uint8_t* data)>;
@@ -100,7 +100,7 @@ class Buffers {
     kAdd,      // the device adds 1 to the page's first 64-bit word
     kClobber,  // the device changes it in a way the shadow does not follow
   };
-  Outcome OnPages(uint64_t id, uint64_t off, uint64_t n, DeviceEffect effect, uint32_t seed,
+  OpOutcome OnPages(uint64_t id, uint64_t off, uint64_t n, DeviceEffect effect, uint32_t seed,
                   const PageFn& fn, std::vector<PageMismatch>* bad);
 
   // fork: the buffers `child_writes` names are written by the child; those
@@ -150,8 +150,8 @@ class Buffers {
     return kind == MapKind::kShared || kind == MapKind::kFileShared;
   }
   // Under mu_. False (and *out says why) if there is nothing to work on.
-  bool ResolveLocked(uint64_t id, uint64_t off, uint64_t n, Range* r, Outcome* out);
-  bool Resolve(uint64_t id, uint64_t off, uint64_t n, Range* r, Outcome* out);
+  bool ResolveLocked(uint64_t id, uint64_t off, uint64_t n, Range* r, OpOutcome* out);
+  bool Resolve(uint64_t id, uint64_t off, uint64_t n, Range* r, OpOutcome* out);
   void BeginChange(const Range& r);
   // Pages before `upto` get `state`/`seed` (or, with `add_one`, keep theirs
   // plus one device atomic); page `upto` itself is unknown if `torn`; later
@@ -164,14 +164,14 @@ class Buffers {
   void Check(const Range& r, std::vector<PageMismatch>* bad);
   // The end of every CPU access: check the range, and fail an access that
   // reached past the buffer's end with EFAULT.
-  Outcome Finish(const Range& r, std::vector<PageMismatch>* bad, Outcome out);
+  OpOutcome Finish(const Range& r, std::vector<PageMismatch>* bad, OpOutcome out);
   // Compares a page's bytes at `src` with what `seen` says; false if equal.
   static bool Differs(const volatile uint64_t* src, const Page& seen, uint64_t page,
                       uint64_t* word, uint64_t* expected, uint64_t* actual);
   // Reports a difference unless the page changed since `seen` was taken.
   void ReportIfStable(const Range& r, uint64_t page, const Page& seen, uint64_t word,
                       uint64_t expected, uint64_t actual, std::vector<PageMismatch>* bad);
-  static void Faulted(int sig, Outcome* out);
+  static void Faulted(int sig, OpOutcome* out);
 
   uintptr_t base_;
   std::mutex mu_;

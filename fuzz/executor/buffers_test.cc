@@ -38,11 +38,11 @@ class BuffersTest : public ::testing::Test {
 TEST_F(BuffersTest, WriteThenVerify) {
   ASSERT_EQ(b_->Mmap(0, 8, MapKind::kAnon, kRW).err, 0);
   EXPECT_EQ(b_->Write(0, 2, 4, 7, &bad_).err, 0);
-  Outcome same = b_->Verify(0, 2, 4, 7, &bad_);
+  OpOutcome same = b_->Verify(0, 2, 4, 7, &bad_);
   EXPECT_EQ(same.err, 0);
   EXPECT_EQ(same.ret, 0);
   // A verify with another seed fails, but the data is what the shadow says.
-  Outcome other = b_->Verify(0, 2, 4, 8, &bad_);
+  OpOutcome other = b_->Verify(0, 2, 4, 8, &bad_);
   EXPECT_EQ(other.err, EILSEQ);
   EXPECT_GT(other.ret, 4 * 4096 * 9 / 10);
   b_->CheckAll(&bad_);
@@ -91,18 +91,18 @@ TEST_F(BuffersTest, FaultsAndHolesAreResultsNotCrashes) {
   ASSERT_EQ(b_->Mmap(0, 4, MapKind::kAnon, kRW).err, 0);
   b_->Write(0, 0, 4, 3, &bad_);
   ASSERT_EQ(b_->Mprotect(0, 1, 1, PROT_NONE).err, 0);
-  Outcome r = b_->Read(0, 0, 4, &bad_);
+  OpOutcome r = b_->Read(0, 0, 4, &bad_);
   EXPECT_EQ(r.err, EFAULT);
   EXPECT_EQ(r.ret, SIGSEGV);
   EXPECT_TRUE(r.flags & proto::kOpAccessFault);
-  Outcome w = b_->Write(0, 0, 4, 4, &bad_);
+  OpOutcome w = b_->Write(0, 0, 4, 4, &bad_);
   EXPECT_EQ(w.err, EFAULT);
   ASSERT_EQ(b_->Mprotect(0, 1, 1, kRW).err, 0);
   // Page 0 holds seed 4, page 1 was not written, the rest keep seed 3.
   EXPECT_EQ(b_->Verify(0, 0, 1, 4, &bad_).err, 0);
   EXPECT_EQ(b_->Verify(0, 2, 2, 3, &bad_).err, 0);
   ASSERT_EQ(b_->Munmap(0, 3, 1).err, 0);
-  Outcome t = b_->Touch(0, 0, 4, &bad_);
+  OpOutcome t = b_->Touch(0, 0, 4, &bad_);
   EXPECT_EQ(t.err, EFAULT);
   EXPECT_TRUE(t.flags & proto::kOpSkipped);
   b_->CheckAll(&bad_);
@@ -122,7 +122,7 @@ TEST_F(BuffersTest, MremapKeepsContentAndZeroesGrowth) {
 }
 
 TEST_F(BuffersTest, HugetlbMapsOrSaysWhyNot) {
-  const Outcome o = b_->Mmap(6, 3, MapKind::kHugetlb, kRW);
+  const OpOutcome o = b_->Mmap(6, 3, MapKind::kHugetlb, kRW);
   if (o.err != 0) {
     EXPECT_EQ(o.err, ENOMEM);  // no huge pages reserved on this machine
     return;
@@ -177,7 +177,7 @@ TEST_F(BuffersTest, DeviceEffectsAreShadowed) {
     ++*reinterpret_cast<uint64_t*>(addr);
     return 0;
   };
-  Outcome w = b_->OnPages(2, 0, 4, Effect::kWrite, 9, dev_write, &bad_);
+  OpOutcome w = b_->OnPages(2, 0, 4, Effect::kWrite, 9, dev_write, &bad_);
   EXPECT_EQ(w.err, 0);
   EXPECT_EQ(w.ret, 4);
   EXPECT_EQ(b_->Verify(2, 0, 4, 9, &bad_).err, 0);
@@ -196,7 +196,7 @@ TEST_F(BuffersTest, DeviceEffectsAreShadowed) {
   b_->CheckAll(&bad_);
   EXPECT_TRUE(bad_.empty());
   const auto fails = [](uint8_t*, uint64_t page, uint8_t*) { return page == 1 ? EIO : 0; };
-  Outcome f = b_->OnPages(2, 0, 4, Effect::kWrite, 5, fails, &bad_);
+  OpOutcome f = b_->OnPages(2, 0, 4, Effect::kWrite, 5, fails, &bad_);
   EXPECT_EQ(f.err, EIO);
   EXPECT_EQ(f.ret, 1);
 }

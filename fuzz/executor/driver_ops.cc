@@ -22,8 +22,8 @@ constexpr const char* kDevicePath = "/dev/svmdev0";
 static_assert(sizeof(svmdev_knobs) == proto::kMaxKnobs * sizeof(uint64_t),
               "ExecRequest.knobs carries every field of struct svmdev_knobs");
 
-Outcome Unsupported() {
-  Outcome out;
+OpOutcome Unsupported() {
+  OpOutcome out;
   out.err = EOPNOTSUPP;
   out.flags = proto::kOpUnsupported;
   return out;
@@ -32,12 +32,12 @@ Outcome Unsupported() {
 uint64_t Addr(const void* p) { return reinterpret_cast<uint64_t>(p); }
 
 // ret: pages the driver did.
-Outcome RangeIoctl(int fd, unsigned long cmd, uint8_t* addr, uint64_t pages, uint64_t flags) {
+OpOutcome RangeIoctl(int fd, unsigned long cmd, uint8_t* addr, uint64_t pages, uint64_t flags) {
   svmdev_range_op op = {};
   op.addr = Addr(addr);
   op.npages = pages;
   op.flags = flags;
-  Outcome out;
+  OpOutcome out;
   if (ioctl(fd, cmd, &op) != 0) out.err = errno;
   out.ret = static_cast<int64_t>(op.done);
   return out;
@@ -58,9 +58,9 @@ int Access(int fd, uint64_t addr, uint64_t kind, uint64_t size, uint64_t value, 
 
 // A device action's result: the device's value, or EIO with the device's
 // status; unsupported when the host cannot reach the device.
-Outcome FromReply(const proto::DeviceReply& reply) {
+OpOutcome FromReply(const proto::DeviceReply& reply) {
   if (reply.status == proto::kDeviceUnavailable) return Unsupported();
-  Outcome out;
+  OpOutcome out;
   if (reply.status != 0) {
     out.err = EIO;
     out.ret = reply.status;
@@ -220,7 +220,7 @@ bool IsDriverOp(OpCode code) {
   return Describe(code).uses_file || code == OpCode::kOpenDev;
 }
 
-Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCaller& host,
+OpOutcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCaller& host,
                     std::vector<PageMismatch>* bad) {
   switch (op.code) {
     // Device-wide: no context, so no need to bind; the device is the op's file's.
@@ -233,7 +233,7 @@ Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCa
   }
   const int fd = device->Fd();
   if (fd < 0) {
-    Outcome out = Unsupported();
+    OpOutcome out = Unsupported();
     if (fd != -ENOENT) {  // the driver is there but refused: that is a result
       out.err = -fd;
       out.flags = 0;
@@ -262,7 +262,7 @@ Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCa
       return range(SVMDEV_IOC_EXCLUSIVE, 0);
     case OpCode::kRelease: {
       svmdev_range_op r = {};  // npages 0: evict all of the device's memory
-      Outcome out;
+      OpOutcome out;
       if (ioctl(fd, SVMDEV_IOC_RELEASE, &r) != 0) out.err = errno;
       out.ret = static_cast<int64_t>(r.done);
       return out;
@@ -274,7 +274,7 @@ Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCa
         s.addr = Addr(addr);
         s.npages = pages;
         s.ptr = Addr(states.data());
-        Outcome out;
+        OpOutcome out;
         if (ioctl(fd, SVMDEV_IOC_SNAPSHOT, &s) != 0) out.err = errno;
         out.ret = static_cast<int64_t>(s.valid);
         return out;
@@ -311,8 +311,8 @@ Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCa
         return buffers->OnRange(a[0], a[1], 1, [&](uint8_t* addr, uint64_t) { return access(addr); });
       const Effect effect = kind == SVMDEV_UACC_ATOMIC && word == 0 ? Effect::kAdd
                                                                     : Effect::kClobber;
-      Outcome done;
-      Outcome out = buffers->OnPages(a[0], a[1], 1, effect, 0,
+      OpOutcome done;
+      OpOutcome out = buffers->OnPages(a[0], a[1], 1, effect, 0,
                                      [&](uint8_t* addr, uint64_t, uint8_t*) {
                                        done = access(addr);
                                        return done.err;
@@ -333,7 +333,7 @@ Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCa
       });
     case OpCode::kDriverFailAlloc:
     case OpCode::kDriverFailCopy: {
-      Outcome out;
+      OpOutcome out;
       out.err = op.code == OpCode::kDriverFailAlloc ? device->SetKnob(a[0], 0)
                                                     : device->SetKnob(0, a[0]);
       return out;

@@ -100,7 +100,7 @@ std::vector<uint64_t> DriverCounters(int fd);
 bool IsDriverOp(OpCode code);
 // Whether any op of `ops` (fork bodies included) is a driver op.
 bool UsesDriver(const std::vector<Op>& ops);
-Outcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCaller& host,
+OpOutcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const HostCaller& host,
                     std::vector<PageMismatch>* bad);
 
 }  // namespace svmfuzz

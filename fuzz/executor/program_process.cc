@@ -215,7 +215,7 @@ class Process {
     if (fail_nth != 0) ts->fail_nth.Arm(fail_nth);
     std::vector<PageMismatch> bad;
     const uint64_t start = MonotonicNs();
-    Outcome out = Dispatch(*p.op, p.index, ts, &bad);
+    OpOutcome out = Dispatch(*p.op, p.index, ts, &bad);
     const uint64_t ns = MonotonicNs() - start;
     if (fail_nth != 0 && ts->fail_nth.Disarm()) out.flags |= proto::kOpFaultInjected;
     if (ts->watch != nullptr) ts->watch->op = -1;
@@ -235,10 +235,10 @@ class Process {
     }
   }
 
-  Outcome Dispatch(const Op& op, uint32_t index, ThreadState* ts,
+  OpOutcome Dispatch(const Op& op, uint32_t index, ThreadState* ts,
                    std::vector<PageMismatch>* bad) {
     const auto& a = op.args;
-    Outcome out;
+    OpOutcome out;
     switch (op.code) {
       case OpCode::kMmap:
         return buffers_->Mmap(a[0], a[1], static_cast<MapKind>(a[2]), static_cast<int>(a[3]));
@@ -323,15 +323,15 @@ class Process {
     }
   }
 
-  static Outcome Unsupported() {
-    Outcome out;
+  static OpOutcome Unsupported() {
+    OpOutcome out;
     out.err = EOPNOTSUPP;
     out.flags = proto::kOpUnsupported;
     return out;
   }
 
-  Outcome StartThread(uint32_t index, uint64_t tid) {
-    Outcome out;
+  OpOutcome StartThread(uint32_t index, uint64_t tid) {
+    OpOutcome out;
     Life& l = lives_[life_of_.at(index)];
     try {
       l.thread = std::thread([this, &l] { RunThread(l.tid, l.ops); });
@@ -342,8 +342,8 @@ class Process {
     return out;
   }
 
-  Outcome Fork(const Op& op, uint32_t index) {
-    Outcome out;
+  OpOutcome Fork(const Op& op, uint32_t index) {
+    OpOutcome out;
     std::vector<uint64_t> writes;
     CollectWrites(op.body, &writes);
     // Taken before the fork: a thread binding a file then holds its lock.
@@ -381,14 +381,14 @@ class Process {
     return out;
   }
 
-  Outcome OomKill() {
+  OpOutcome OomKill() {
     // The highest oom_score_adj wins the OOM killer's choice: this process,
     // not the program's others (500) nor the executor (-1000). The manual
     // OOM kill (sysrq f) takes the real path: oom_kill_process and the
     // reaper's non-blocking unmap.
     WriteFile("/proc/self/oom_score_adj", "1000");
     WriteFile("/proc/sysrq-trigger", "f");
-    Outcome out;
+    OpOutcome out;
     // The kill comes from a workqueue; if it does not come, say so.
     for (int i = 0; i < 200; i++) usleep(10000);
     out.err = ESRCH;
