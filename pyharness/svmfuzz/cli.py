@@ -15,7 +15,7 @@ def log(msg: str) -> None:
 
 
 def _cmd_build(args: argparse.Namespace) -> int:
-    from svmfuzz.build import cache, image, kernel, module, qemu
+    from svmfuzz.artifacts import cache, image, kernel, module, qemu
 
     build = Path(args.build_dir)
     if args.what == "qemu":
@@ -35,7 +35,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
 
 
 def _required_artifact(name: str, build: Path) -> Path:
-    from svmfuzz.build import cache
+    from svmfuzz.artifacts import cache
 
     found = cache.linked_artifact(name, build)
     if found is None:

@@ -4,7 +4,7 @@ what to build, when the build has not made what it needs."""
 import pytest
 
 from svmfuzz import vm
-from svmfuzz.build import cache, image
+from svmfuzz.artifacts import cache, image
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import build_dir
 

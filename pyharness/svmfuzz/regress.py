@@ -232,7 +232,7 @@ def run_corpus(r, programs: list[Program], release: str, svmprog: Path, log) -> 
 def _kernel_build(tree: str, build: Path, log) -> tuple[Path, Path]:
     """The kernel and initramfs artifacts of a kernel source tree, built
     through the cache with this build's executor and driver."""
-    from svmfuzz.build import image, kernel, module
+    from svmfuzz.artifacts import image, kernel, module
 
     k = kernel.build(tree, log)
     m = module.build(k, log)
@@ -241,7 +241,7 @@ def _kernel_build(tree: str, build: Path, log) -> tuple[Path, Path]:
 
 
 def _release(kernel_dir: Path) -> str:
-    from svmfuzz.build.cache import STAMP
+    from svmfuzz.artifacts.cache import STAMP
 
     try:
         return json.loads((kernel_dir / STAMP).read_text())["release"]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from svmfuzz import cli, native, protocol
-from svmfuzz.build import image
-from svmfuzz.build.cpio import NewcWriter
+from svmfuzz.artifacts import image
+from svmfuzz.artifacts.cpio import NewcWriter
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.oracles.console import Finding
 from svmfuzz.paths import REPO_ROOT, build_dir

@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svmfuzz.build.cache import STAMP, cache_root
+from svmfuzz.artifacts.cache import STAMP, cache_root
 from svmfuzz.errors import SvmfuzzError
 
 # "  ? func.isra.0+0x1a/0x2b0 [svmdev]"; a timestamp or caller prefix may lead.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from svmfuzz import native
-from svmfuzz.build import cache
+from svmfuzz.artifacts import cache
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import cache_root
 

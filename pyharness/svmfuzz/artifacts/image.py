@@ -7,13 +7,13 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from svmfuzz.build import cache
-from svmfuzz.build.cpio import NewcWriter
+from svmfuzz.artifacts import cache
+from svmfuzz.artifacts.cpio import NewcWriter
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import REPO_ROOT
 
 BUSYBOX = Path("/bin/busybox")
-INIT = REPO_ROOT / "pyharness" / "svmfuzz" / "image" / "init"
+INIT = REPO_ROOT / "guest-driver" / "initramfs" / "init"
 RECIPE = "initramfs-v1"
 DIRS = ["bin", "dev", "etc", "lib", "lib/modules", "proc", "root", "sys", "tmp"]
 

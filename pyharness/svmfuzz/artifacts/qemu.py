@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from svmfuzz.build import cache
+from svmfuzz.artifacts import cache
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import REPO_ROOT, cache_root
 

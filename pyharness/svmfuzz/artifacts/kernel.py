@@ -12,13 +12,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from svmfuzz.build import cache
+from svmfuzz.artifacts import cache
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import REPO_ROOT, cache_root
 
 DEBIAN_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 FRAGMENT = REPO_ROOT / "guest-driver" / "kernel.config"
-SELFTEST_ALARM = Path(__file__).with_name("hmm_tests_alarm.c")
+SELFTEST_ALARM = REPO_ROOT / "guest-driver" / "tests" / "hmm_tests_alarm.c"
 RECIPE = "kernel-v2"
 
 

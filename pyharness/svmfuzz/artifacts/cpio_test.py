@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from svmfuzz.build.cpio import NewcWriter
+from svmfuzz.artifacts.cpio import NewcWriter
 
 
 def make_archive() -> bytes:

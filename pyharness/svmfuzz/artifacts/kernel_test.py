@@ -1,4 +1,4 @@
-from svmfuzz.build import kernel
+from svmfuzz.artifacts import kernel
 
 
 def test_fragment_parsing():

@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from svmfuzz.build import cache
+from svmfuzz.artifacts import cache
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import REPO_ROOT, cache_root
 

@@ -3,7 +3,7 @@ import subprocess
 
 import pytest
 
-from svmfuzz.build import cache
+from svmfuzz.artifacts import cache
 
 
 @pytest.fixture(autouse=True)
