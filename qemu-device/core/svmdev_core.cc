@@ -940,8 +940,12 @@ struct svmdev_core {
   // A ring restart starts with no outstanding work and no cached translation:
   // the driver has aborted everything it had in flight (and may have freed the
   // pages behind it), so nothing may complete, be replayed or use an old entry.
-  // Contexts stay: their page tables in guest memory are authoritative.
+  // Contexts stay: their page tables in guest memory are authoritative. The
+  // invalidation faults the host asked for end with the ring life they were
+  // asked in: a restarted device starts clean, so one fault costs the driver
+  // one fence timeout, not one for every acknowledgement the host named.
   void Restart() {
+    st.inval_count = 0;
     for (TlbEntry& e : st.tlb) e = TlbEntry{};
     st.tlb_next = 0;
     std::vector<Stalled> stalled;

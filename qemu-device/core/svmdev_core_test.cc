@@ -682,6 +682,22 @@ TEST_F(RestartTest, CompletesAnAbortedInvalidation) {
   EXPECT_EQ(tb_.Read64(SVMDEV_REG_COUNTER(SVMDEV_CNT_STALE)), 0u);
 }
 
+// Dropping the next three acknowledgements costs one fence timeout: the
+// restart that ends it ends the rest of the fault too.
+TEST_F(RestartTest, EndsTheInvalidationFaultsTheHostAskedFor) {
+  SetupCtx(0);
+  svmdev_ctl_inval_mode m{SVMDEV_INVAL_DROP, 3, 0, 0};
+  tb_.CtlSend(SVMDEV_CTL_INVAL_MODE, 1, &m, sizeof(m));
+  const svmdev_cmd inv = Testbed::Cmd(SVMDEV_OP_INVALIDATE, 0, 0, 0, 0, SVMDEV_INV_F_ALL);
+  EXPECT_TRUE(tb_.Submit(inv).empty());
+  Restart();
+  for (int i = 0; i < 3; i++) {
+    auto c = tb_.Submit(inv);
+    ASSERT_EQ(c.size(), 1u) << i;
+    EXPECT_EQ(c[0].status, SVMDEV_STATUS_OK);
+  }
+}
+
 TEST_F(RestartTest, StalledAccessIsNeverReplayedIntoItsBuffer) {
   uint64_t root = SetupCtx(0);
   const uint64_t buf = Testbed::kData + 0x8000, page = Testbed::kData;
