@@ -276,10 +276,10 @@ def make_parser() -> argparse.ArgumentParser:
     _add_vm_options(rg)
     _add_reset_option(rg)
     rg.add_argument("--kernel", default="",
-                    help="a kernel source tree to run, built through the cache (default: the "
-                         "build's kernel)")
+                    help="a kernel source tree (or debian-6.1: Debian's linux-source-6.1) to "
+                         "run, built through the cache (default: the build's kernel)")
     rg.add_argument("--against", default="",
-                    help="a second kernel source tree, run with the same corpus and shown "
+                    help="a second kernel, as --kernel, run with the same corpus and shown "
                          "side by side")
     rg.add_argument("--corpus", default=str(REPO_ROOT / "corpus" / "programs"))
     rg.add_argument("--only", default="", help="comma-separated program names to run")

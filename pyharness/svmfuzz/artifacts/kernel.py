@@ -29,7 +29,32 @@ class KernelSource:
     fingerprint: str  # changes whenever the source does
 
 
+# Other Debian kernel sources a kernel may be named by (--kernel debian-6.1):
+# unpacked once into the cache and built as a tree.
+DEBIAN_SOURCES = {"debian-6.1": ("linux-source-6.1", Path("/usr/src/linux-source-6.1.tar.xz"))}
+
+
+def unpack_debian(name: str, log) -> Path:
+    """The cache's unpacked tree of a Debian kernel source package."""
+    package, tarball = DEBIAN_SOURCES[name]
+    if not tarball.is_file():
+        raise SvmfuzzError(f"{name}: {tarball} is missing: install the Debian package {package}")
+    dest = cache_root() / "kernel" / "src" / f"deb-{name.split('-', 1)[1]}-" \
+        f"{cache.file_digest(tarball)[:16]}"
+    if not (dest / "Makefile").is_file():
+        log(f"kernel: extracting {tarball}")
+        tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        cache.run(["tar", "-xf", tarball, "-C", tmp, "--strip-components=1"])
+        shutil.rmtree(dest, ignore_errors=True)
+        os.rename(tmp, dest)
+    return dest
+
+
 def resolve_source(kernel_src: str | None, log) -> KernelSource:
+    if kernel_src in DEBIAN_SOURCES:
+        kernel_src = str(unpack_debian(kernel_src, log))
     if kernel_src:
         path = Path(kernel_src).resolve()
         if not (path / "Makefile").is_file() or not (path / "mm").is_dir():

@@ -1,4 +1,7 @@
+import pytest
+
 from svmfuzz.artifacts import kernel
+from svmfuzz.errors import SvmfuzzError
 
 
 def test_fragment_parsing():
@@ -22,3 +25,10 @@ def test_the_shipped_fragment_asks_for_the_oracles():
                 "CONFIG_HMM_MIRROR", "CONFIG_DEBUG_KMEMLEAK", "CONFIG_FAILSLAB", "CONFIG_ZRAM"):
         assert wanted[opt] == "y", opt
     assert wanted["CONFIG_TEST_HMM"] == "m"
+
+
+def test_a_debian_source_is_named_and_a_missing_one_said(tmp_path, monkeypatch):
+    monkeypatch.setitem(kernel.DEBIAN_SOURCES, "debian-6.1",
+                        ("linux-source-6.1", tmp_path / "linux-source-6.1.tar.xz"))
+    with pytest.raises(SvmfuzzError, match="install the Debian package linux-source-6.1"):
+        kernel.resolve_source("debian-6.1", print)
