@@ -16,6 +16,8 @@
 #include <regex>
 #include <sstream>
 
+#include "program/binary.h"
+#include "program/mutate.h"
 #include "svmdev_uapi.h"
 
 namespace svmfuzz::campaign {
@@ -653,7 +655,13 @@ void Campaign::LoadState() {
 
 bool Campaign::Execute(const uint8_t* data, size_t size, uint8_t* map, size_t map_size,
                        std::string* error) {
-  const std::vector<uint8_t> program(data, data + size);
+  std::vector<uint8_t> program(data, data + size);
+  // What runs, and what is saved, has its sleeps and delays capped.
+  if (Program p = Decode(program); CapDelays(&p)) {
+    program = Encode(p);
+    data = program.data();
+    size = program.size();
+  }
   Outcome outcome;
   if (!runner_.Run(program, {}, &outcome, error)) {
     stats_.boot_failures++;

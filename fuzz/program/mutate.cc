@@ -588,6 +588,27 @@ Program Repair(const Program& program) {
   return Decode(Encode(p));
 }
 
+namespace {
+
+bool CapDelays(std::vector<Op>* ops) {
+  bool changed = false;
+  for (Op& op : *ops) {
+    if (op.code == OpCode::kSleep || op.code == OpCode::kDelayAcks) {
+      uint64_t& us = op.args[ArgIndex(op.code, "us")];
+      if (us > kFuzzMaxDelayUs) {
+        us = kFuzzMaxDelayUs;
+        changed = true;
+      }
+    }
+    changed |= CapDelays(&op.body);
+  }
+  return changed;
+}
+
+}  // namespace
+
+bool CapDelays(Program* program) { return CapDelays(&program->ops); }
+
 void FitSize(Program* program, size_t max_size) {
   while (!program->ops.empty() && EncodedSize(program->ops) > max_size) PopLast(&program->ops);
 }

@@ -50,6 +50,14 @@ Program Repair(const Program& program);
 // binary form takes at most `max_size` bytes.
 void FitSize(Program* program, size_t max_size);
 
+// The longest sleep or delay a campaign runs, in microseconds: a fuzzer's
+// bytes ask for up to a second, which would spend the campaign waiting. A
+// program's text form may still ask for more (svmfuzz run, the corpus).
+inline constexpr uint64_t kFuzzMaxDelayUs = 20000;
+// Caps every sleep and delay of `program`, forks included, at
+// kFuzzMaxDelayUs; true if one changed. A valid program stays valid.
+bool CapDelays(Program* program);
+
 class Mutator {
  public:
   // The same seed gives the same sequence of mutations on the same inputs.

@@ -354,5 +354,16 @@ TEST(Mutator, FitSizeCutsFromTheEnd) {
   }
 }
 
+TEST(CapDelays, CapsSleepsAndDelaysInForksToo) {
+  Program p = MustParse(
+      "sleep us=1000000\nsleep us=5\nfork wait=yes {\n  sleep us=300000\n  delay_acks us=900000\n}\n"
+      "yield\n");
+  EXPECT_TRUE(CapDelays(&p));
+  EXPECT_EQ(Print(p), "sleep us=20000\nsleep us=5\nfork wait=yes {\n  sleep us=20000\n"
+                      "  delay_acks us=20000\n}\nyield\n");
+  EXPECT_FALSE(Validate(p));
+  EXPECT_FALSE(CapDelays(&p));
+}
+
 }  // namespace
 }  // namespace svmfuzz
