@@ -119,6 +119,7 @@ struct svmdev_mmn {
 	atomic64_t starts;
 	atomic64_t ends;
 	atomic64_t active;		/* starts - ends, 0 when balanced */
+	atomic64_t active_nonblock;	/* of which non-blockable (the reapers') */
 	atomic64_t refused;
 	bool reported;			/* an imbalance was reported once */
 	bool released;			/* the mm's release callbacks have run */

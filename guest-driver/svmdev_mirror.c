@@ -31,15 +31,22 @@ static struct svmdev_mirror *mmn_to_mirror(struct svmdev_mmn *mmn)
 /*
  * Reports an outstanding start (or an end without start). Another thread
  * may be inside an invalidation right now, so the count gets a grace period
- * to settle before it is called unbalanced.
+ * to settle before it is called unbalanced: a second, or ten while only
+ * non-blockable starts are outstanding. Those are the OOM reaper's and
+ * process_mrelease()'s, which run beside the exiting task's own release and
+ * whose vCPU an emulated guest on a busy host may not run for a while.
  */
 bool svmdev_mmn_check(struct svmdev_mirror *mirror, const char *when)
 {
 	struct svmdev_mmn *mmn = &mirror->mmn;
 	int i;
 
-	for (i = 0; i < 50 && atomic64_read(&mmn->active); i++)
+	for (i = 0; i < 500 && atomic64_read(&mmn->active); i++) {
+		if (i >= 50 && atomic64_read(&mmn->active) !=
+			       atomic64_read(&mmn->active_nonblock))
+			break;
 		msleep(20);
+	}
 	if (!atomic64_read(&mmn->active))
 		return true;
 	if (!mmn->reported) {
@@ -61,6 +68,8 @@ static int svmdev_count_start(struct mmu_notifier *mn,
 
 	atomic64_inc(&mmn->starts);
 	atomic64_inc(&mmn->active);
+	if (!mmu_notifier_range_blockable(range))
+		atomic64_inc(&mmn->active_nonblock);
 	/* test-only: pretend a start was seen twice */
 	if (atomic_add_unless(&mirror->knobs.imbalance, -1, 0)) {
 		atomic64_inc(&mmn->starts);
@@ -76,6 +85,8 @@ static void svmdev_count_end(struct mmu_notifier *mn,
 
 	atomic64_inc(&mmn->ends);
 	atomic64_dec(&mmn->active);
+	if (!mmu_notifier_range_blockable(range))
+		atomic64_dec(&mmn->active_nonblock);
 }
 
 static void svmdev_count_release(struct mmu_notifier *mn, struct mm_struct *mm)

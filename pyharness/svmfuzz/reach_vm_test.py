@@ -67,14 +67,17 @@ R_MIGRATE, R_SLEEPS, R_KILL, R_MRELEASE, R_DEV_READ = 7, (8, 9), 12, 13, 15
 
 # The CPU-fault path back from the device with its copy failed (the access
 # gets SIGBUS: EFAULT), then with its allocation failed three times (the
-# fault is retried until it succeeds); the data stays whole.
+# fault is retried until it succeeds); the data stays whole. The two knobs
+# are set on two files of the process: a file's knobs op sets all of its
+# counts again, so one file would arm the copy failure a second time.
 TO_RAM_FAIL = """
     mmap buf=0 pages=16 kind=anon prot=rw
     write buf=0 off=0 pages=16 seed=13
     migrate_to_dev buf=0 off=0 pages=16
     drv_fail_copy count=1
     read buf=0 off=0 pages=1
-    drv_fail_alloc count=3
+    open_dev file=1 dev=0 personality=none
+    drv_fail_alloc count=3 file=1
     verify buf=0 off=0 pages=16 seed=13
     munmap buf=0 off=0 pages=16
 """
@@ -217,7 +220,7 @@ def test_failed_copy_and_allocation_in_the_cpu_fault_path(guest, programs):
     for o in (before, after):
         ops = o.result.ops
         assert ops[2].ret > 0 and ops[4].err == errno.EFAULT, runner.describe(o)
-        ok(o, 2, 3, 5, 6, 7)
+        ok(o, 2, 3, 5, 6, 7, 8)
 
     def delta(d):
         return (after.result.counters[protocol.HW_COUNTERS + d]
