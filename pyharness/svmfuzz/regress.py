@@ -6,13 +6,16 @@ header:
     # expect: ok
     # expect 6.1: possible deadlock in hugetlb_fault | why this kernel gives it
     # runs: 3
+    # op-timeout-ms: 30000
 
 `expect:` applies to every kernel, `expect <release prefix>:` to the kernels
 whose release starts so (the longest prefix wins). The outcome is `ok` (no
 finding, the program ended well) or a title as triage gives it, with the
 reason it is expected after `|`. `runs:` asks for several runs of a program
-whose outcome depends on timing; a program passes when every run gives its
-expected outcome, is flaky when some do, and fails when none does.
+whose outcome depends on timing; `op-timeout-ms:` a longer bound for each op
+of a program that does more than the default bound allows under emulation. A
+program passes when every run gives its expected outcome, is flaky when some
+do, and fails when none does.
 
 Each kernel's results are kept in the results directory (<release>.json); a
 run is compared with the one before: new failures, fixed, flaky, unchanged.
@@ -41,6 +44,7 @@ CORPUS = REPO_ROOT / "corpus" / "programs"
 OK = "ok"
 _EXPECT = re.compile(r"^#\s*expect(?:\s+(?P<kernel>[0-9][\w.+-]*))?\s*:\s*(?P<rest>.*)$")
 _RUNS = re.compile(r"^#\s*runs\s*:\s*(?P<n>.*)$")
+_OP_TIMEOUT = re.compile(r"^#\s*op-timeout-ms\s*:\s*(?P<n>.*)$")
 
 
 class ExpectationError(SvmfuzzError):
@@ -61,6 +65,7 @@ class Program:
     text: str
     expectations: list[Expectation]
     runs: int = 1
+    op_timeout_ms: int = 0    # 0: the command's
 
     @property
     def name(self) -> str:
@@ -74,7 +79,7 @@ class Program:
 def parse(path: Path, text: str) -> Program:
     """A corpus program's expectations; ExpectationError names the file and
     the line of anything malformed."""
-    expectations, runs = [], 1
+    expectations, runs, op_timeout_ms = [], 1, 0
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if m := _EXPECT.match(line):
@@ -93,10 +98,15 @@ def parse(path: Path, text: str) -> Program:
                 raise ExpectationError(f"{path}:{n}: want '# runs: N' with N from 1 to 20, "
                                        f"got {raw.strip()!r}")
             runs = int(m["n"])
+        elif m := _OP_TIMEOUT.match(line):
+            if not m["n"].isdigit() or not 100 <= int(m["n"]) <= 120000:
+                raise ExpectationError(f"{path}:{n}: want '# op-timeout-ms: N' with N from 100 "
+                                       f"to 120000, got {raw.strip()!r}")
+            op_timeout_ms = int(m["n"])
     if not any(e.kernel == "" for e in expectations):
         raise ExpectationError(f"{path}: states no expected outcome for every kernel "
                                "('# expect: ok', or a title and why)")
-    return Program(path, text, expectations, runs)
+    return Program(path, text, expectations, runs, op_timeout_ms)
 
 
 def load_corpus(corpus: Path) -> list[Program]:
@@ -219,8 +229,16 @@ def run_corpus(r, programs: list[Program], release: str, svmprog: Path, log) -> 
     for n, (p, data) in enumerate(zip(programs, encoded), 1):
         exp = p.expected(release)
         start = time.monotonic()
-        titles = [outcome_of(campaign.run_title(r, data, None, p.name, log))
-                  for _ in range(p.runs)]
+        cfg = r.cfg
+        bounds = cfg.op_timeout_ms, cfg.program_timeout_ms
+        if p.op_timeout_ms:
+            cfg.op_timeout_ms = p.op_timeout_ms
+            cfg.program_timeout_ms = max(bounds[1], 4 * p.op_timeout_ms)
+        try:
+            titles = [outcome_of(campaign.run_title(r, data, None, p.name, log))
+                      for _ in range(p.runs)]
+        finally:
+            cfg.op_timeout_ms, cfg.program_timeout_ms = bounds
         res = Result(p.name, exp.outcome, exp.why, dict(Counter(titles)),
                      judge(exp.outcome, titles), time.monotonic() - start)
         results.append(res)

@@ -22,8 +22,9 @@ def test_every_corpus_program_states_its_outcome():
 
 def test_expectations_by_kernel_and_runs(tmp_path):
     p = regress.parse(tmp_path / "a.svmp", "# about\n# expect: ok\n# expect 6.1: WARNING in x | "
-                                          "6.1 warns\n# expect 6.12.1: ok\n# runs: 3\nyield\n")
-    assert p.runs == 3
+                                          "6.1 warns\n# expect 6.12.1: ok\n# runs: 3\n"
+                                          "# op-timeout-ms: 30000\nyield\n")
+    assert (p.runs, p.op_timeout_ms) == (3, 30000)
     assert p.expected("6.12.118").outcome == "ok"
     assert p.expected("6.12.3").outcome == "WARNING in x"   # 6.1 is a prefix of 6.12.3 ...
     assert p.expected("6.12.10").outcome == "ok"            # ... the longest prefix wins
@@ -35,6 +36,7 @@ def test_expectations_by_kernel_and_runs(tmp_path):
     ("# expect: WARNING in x\n", 1, "want '# expect[ KERNEL]: ok'"),
     ("# expect: ok\n# expect: ok\n", 2, "a second expectation for every kernel"),
     ("# expect: ok\n\n# runs: many\n", 3, "want '# runs: N'"),
+    ("# expect: ok\n# op-timeout-ms: 5\n", 2, "want '# op-timeout-ms: N'"),
     ("# expect 6.1: ok\n", None, "states no expected outcome"),
 ])
 def test_a_malformed_expectation_names_the_file_and_line(tmp_path, text, line, what):
@@ -77,6 +79,7 @@ class _Runner:
 
     def __init__(self, cfg, log):
         self.life = types.SimpleNamespace(console_log=Path("/vm/console.log"))
+        self.cfg = types.SimpleNamespace(op_timeout_ms=5000, program_timeout_ms=20000)
 
     def __enter__(self):
         return self
