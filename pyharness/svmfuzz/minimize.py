@@ -42,9 +42,26 @@ def _block_end(lines: list[str], start: int) -> int:
     return len(lines) - 1
 
 
+def _balanced(chunk: list[str]) -> bool:
+    depth = 0
+    for line in chunk:
+        depth += line.endswith("{") - (line == "}")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
 def candidates(lines: list[str]) -> Iterator[tuple[str, list[str]]]:
     """Smaller programs than `lines`, each with what was done, the ones
-    that take most away first."""
+    that take most away first: halves, quarters and so on of the program
+    (as delta debugging does), then one op or block at a time."""
+    size = len(lines) // 2
+    while size >= 2:
+        for start in range(len(lines) - size, -1, -size):
+            chunk = lines[start:start + size]
+            if _balanced(chunk):
+                yield f"drop ops {start}..{start + size - 1}", lines[:start] + lines[start + size:]
+        size //= 2
     for i in reversed(range(len(lines))):
         if lines[i] == "}":
             continue

@@ -59,3 +59,18 @@ def test_thread_ops_move_to_the_main_thread():
     out = minimize.minimize(PROGRAM, lambda text: "touch buf=0 off=0" in text, _valid)
     assert minimize.ops(out) == ["mmap buf=0 pages=1 kind=anon prot=rw",
                                  "touch buf=0 off=0 pages=1"]
+
+
+def test_halves_first_keep_a_long_program_to_few_runs():
+    text = "mmap buf=0 pages=1 kind=anon prot=rw\n" + "yield\n" * 40 + "drop_acks count=1\n" + \
+        "yield\n" * 40
+    runs = []
+
+    def holds(t: str) -> bool:
+        runs.append(t)
+        return "drop_acks" in t
+
+    out = minimize.minimize(text, holds, _valid)
+    assert minimize.ops(out) == ["mmap buf=0 pages=1 kind=anon prot=rw", "drop_acks count=1"]
+    # One op at a time would take over 80 runs.
+    assert len(runs) < 40, len(runs)
