@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from svmfuzz import campaign, cli, minimize, report, runner
+from svmfuzz import campaign, cli, minimize, runner
+from svmfuzz.report import load_history
 from svmfuzz.paths import build_dir
 
 pytestmark = pytest.mark.vm
@@ -99,7 +100,7 @@ def test_libfuzzer_campaign_then_triage_of_a_planted_finding(guest_artifacts, sv
     assert bucket["title"] in page and "drop_acks count=1" in page
     # The campaign's own page has its plots over time.
     assert cli.main(["report", str(work)]) == 0
-    assert len(report.load_history(work / "stats-history.jsonl")) >= 2
+    assert len(load_history(work / "stats-history.jsonl")) >= 2
 
 
 @pytest.mark.skipif(shutil.which("afl-fuzz") is None, reason="afl-fuzz is not installed")
