@@ -8,8 +8,11 @@ header:
     # runs: 3
     # op-timeout-ms: 30000
 
-`expect:` applies to every kernel, `expect <release prefix>:` to the kernels
-whose release starts so (the longest prefix wins). The outcome is `ok` (no
+`also[ KERNEL]: <title> | <why>` names another outcome a run may give, for a
+program whose end depends on timing (a child killed in the middle of an op).
+
+`expect:` applies to every kernel, `expect <release>:` to that release and
+those below it (6.1 to 6.1.192, not to 6.12; the longest wins). The outcome is `ok` (no
 finding, the program ended well) or a title as triage gives it, with the
 reason it is expected after `|`. `runs:` asks for several runs of a program
 whose outcome depends on timing; `op-timeout-ms:` a longer bound for each op
@@ -42,7 +45,8 @@ from svmfuzz.paths import REPO_ROOT
 
 CORPUS = REPO_ROOT / "corpus" / "programs"
 OK = "ok"
-_EXPECT = re.compile(r"^#\s*expect(?:\s+(?P<kernel>[0-9][\w.+-]*))?\s*:\s*(?P<rest>.*)$")
+_EXPECT = re.compile(r"^#\s*(?P<kind>expect|also)(?:\s+(?P<kernel>[0-9][\w.+-]*))?\s*:\s*"
+                     r"(?P<rest>.*)$")
 _RUNS = re.compile(r"^#\s*runs\s*:\s*(?P<n>.*)$")
 _OP_TIMEOUT = re.compile(r"^#\s*op-timeout-ms\s*:\s*(?P<n>.*)$")
 
@@ -66,20 +70,31 @@ class Program:
     expectations: list[Expectation]
     runs: int = 1
     op_timeout_ms: int = 0    # 0: the command's
+    also: list[Expectation] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.path.stem
 
     def expected(self, release: str) -> Expectation:
-        fits = [e for e in self.expectations if release.startswith(e.kernel)]
-        return max(fits, key=lambda e: len(e.kernel))
+        return max((e for e in self.expectations if _applies(e, release)),
+                   key=lambda e: len(e.kernel))
+
+    def allowed(self, release: str) -> set[str]:
+        """The outcomes a run may give on `release`."""
+        return {self.expected(release).outcome} | {a.outcome for a in self.also
+                                                   if _applies(a, release)}
+
+
+def _applies(e: Expectation, release: str) -> bool:
+    # "6.1" is 6.1 and 6.1.x, not 6.12.
+    return not e.kernel or release == e.kernel or release.startswith(e.kernel + ".")
 
 
 def parse(path: Path, text: str) -> Program:
     """A corpus program's expectations; ExpectationError names the file and
     the line of anything malformed."""
-    expectations, runs, op_timeout_ms = [], 1, 0
+    expectations, runs, op_timeout_ms, also = [], 1, 0, []
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if m := _EXPECT.match(line):
@@ -89,6 +104,11 @@ def parse(path: Path, text: str) -> Program:
                     f"{path}:{n}: want '# expect[ KERNEL]: ok' or '# expect[ KERNEL]: "
                     f"<title> | <why>', got {raw.strip()!r}")
             kernel = m["kernel"] or ""
+            if m["kind"] == "also":
+                if outcome == OK and not why:
+                    why = "no finding"
+                also.append(Expectation(outcome, why, kernel, n))
+                continue
             if any(e.kernel == kernel for e in expectations):
                 raise ExpectationError(f"{path}:{n}: a second expectation for "
                                        f"{'kernel ' + kernel if kernel else 'every kernel'}")
@@ -106,7 +126,7 @@ def parse(path: Path, text: str) -> Program:
     if not any(e.kernel == "" for e in expectations):
         raise ExpectationError(f"{path}: states no expected outcome for every kernel "
                                "('# expect: ok', or a title and why)")
-    return Program(path, text, expectations, runs, op_timeout_ms)
+    return Program(path, text, expectations, runs, op_timeout_ms, also)
 
 
 def load_corpus(corpus: Path) -> list[Program]:
@@ -130,8 +150,9 @@ class Result:
                          for t, n in self.titles.items())
 
 
-def judge(expected: str, titles: list[str]) -> str:
-    hits = sum(1 for t in titles if t == expected)
+def judge(allowed: str | set[str], titles: list[str]) -> str:
+    allowed = {allowed} if isinstance(allowed, str) else allowed
+    hits = sum(1 for t in titles if t in allowed)
     return "pass" if hits == len(titles) else "fail" if hits == 0 else "flaky"
 
 
@@ -240,7 +261,7 @@ def run_corpus(r, programs: list[Program], release: str, svmprog: Path, log) -> 
         finally:
             cfg.op_timeout_ms, cfg.program_timeout_ms = bounds
         res = Result(p.name, exp.outcome, exp.why, dict(Counter(titles)),
-                     judge(exp.outcome, titles), time.monotonic() - start)
+                     judge(p.allowed(release), titles), time.monotonic() - start)
         results.append(res)
         log(f"regress: {release}: {n}/{len(programs)} {p.name}: {res.status}"
             + ("" if res.status == "pass" else f": expected {exp.outcome}, got {res.got()}"))

@@ -25,9 +25,9 @@ def test_expectations_by_kernel_and_runs(tmp_path):
                                           "6.1 warns\n# expect 6.12.1: ok\n# runs: 3\n"
                                           "# op-timeout-ms: 30000\nyield\n")
     assert (p.runs, p.op_timeout_ms) == (3, 30000)
-    assert p.expected("6.12.118").outcome == "ok"
-    assert p.expected("6.12.3").outcome == "WARNING in x"   # 6.1 is a prefix of 6.12.3 ...
-    assert p.expected("6.12.10").outcome == "ok"            # ... the longest prefix wins
+    assert p.expected("6.12.118").outcome == "ok"           # 6.1 is not 6.12 ...
+    assert p.expected("6.12.1").outcome == "ok"             # ... and 6.12.1 is its own
+    assert p.expected("6.12.10").outcome == "ok"
     assert (p.expected("6.1.0").outcome, p.expected("6.1.0").why) == ("WARNING in x", "6.1 warns")
 
 
@@ -45,6 +45,14 @@ def test_a_malformed_expectation_names_the_file_and_line(tmp_path, text, line, w
         regress.parse(path, text)
     assert str(e.value).startswith(f"{path}:{line}: " if line else f"{path}: ")
     assert what in str(e.value)
+
+
+def test_also_allows_another_outcome_on_its_kernels(tmp_path):
+    p = regress.parse(tmp_path / "a.svmp", "# expect: ok\n# also 6.1: hung: op 3 | a timing\n")
+    assert p.allowed("6.1.192") == {"ok", "hung: op 3"}
+    assert p.allowed("6.12.118") == {"ok"}
+    assert regress.judge(p.allowed("6.1.192"), ["hung: op 3", "ok"]) == "pass"
+    assert regress.judge(p.allowed("6.12.118"), ["hung: op 3", "ok"]) == "flaky"
 
 
 def test_verdicts_and_what_moved():
