@@ -88,6 +88,10 @@ class _Runner:
     def __init__(self, cfg, log):
         self.life = types.SimpleNamespace(console_log=Path("/vm/console.log"))
         self.cfg = types.SimpleNamespace(op_timeout_ms=5000, program_timeout_ms=20000)
+        self.ended = []
+
+    def end_life(self, why):
+        self.ended.append(why)
 
     def __enter__(self):
         return self
