@@ -287,6 +287,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="where each kernel's results are kept and compared (default: "
                          "%(default)s)")
     rg.add_argument("--junit", default="", help="write a JUnit XML file here")
+    rg.add_argument("--knobs", default="",
+                    help="test-only driver knobs for every program (\"break_imbalance=1\"): a "
+                         "planted bug, to see regress catch it")
     rg.add_argument("--op-timeout-ms", type=int, default=5000)
     rg.add_argument("--program-timeout-ms", type=int, default=20000)
     rg.set_defaults(func=_cmd_regress)

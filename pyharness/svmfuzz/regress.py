@@ -242,7 +242,10 @@ def table(suites: dict[str, list[Result]]) -> list[str]:
     return lines
 
 
-def run_corpus(r, programs: list[Program], release: str, svmprog: Path, log) -> list[Result]:
+def run_corpus(r, programs: list[Program], release: str, svmprog: Path, log,
+               knobs=None) -> list[Result]:
+    """Each program's runs; `knobs`: the driver's test-only knobs for every
+    program (a planted bug, to show that regress catches it)."""
     from svmfuzz import runner
 
     encoded = runner.encode_programs([p.path for p in programs], svmprog)
@@ -262,7 +265,7 @@ def run_corpus(r, programs: list[Program], release: str, svmprog: Path, log) -> 
                 # a program expected to give one starts from a fresh kernel.
                 if exp.outcome != OK and r.life is not None:
                     r.end_life(f"regress: a fresh kernel for {p.name}")
-                titles.append(outcome_of(campaign.run_title(r, data, None, p.name, log)))
+                titles.append(outcome_of(campaign.run_title(r, data, knobs, p.name, log)))
         finally:
             cfg.op_timeout_ms, cfg.program_timeout_ms = bounds
         res = Result(p.name, exp.outcome, exp.why, dict(Counter(titles)),
@@ -312,10 +315,11 @@ def _run_kernel(args, programs: list[Program], kernel_tree: str, log) -> tuple[s
         program_timeout_ms=args.program_timeout_ms, reset=runner.reset_mode(args.reset))
     with runner.Runner(cfg, log) as r:
         return release, run_corpus(r, programs, release, build / "fuzz" / "program" / "svmprog",
-                                   log)
+                                   log, campaign.parse_knobs(args.knobs, "--knobs"))
 
 
 def command(args, log) -> int:
+    campaign.parse_knobs(args.knobs, "--knobs")  # a bad one is said before any boot
     programs = load_corpus(Path(args.corpus))
     if args.only:
         programs = [p for p in programs if p.name in args.only.split(",")]
