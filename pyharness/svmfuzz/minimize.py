@@ -164,24 +164,14 @@ def write_minimized(path: Path, text: str, title: str, reproduced: int, tries: i
 
 
 def command(args, log) -> int:
-    from svmfuzz import campaign, native, repro, runner
+    from svmfuzz import campaign, repro, runner
     from svmfuzz.errors import SvmfuzzError
-    from svmfuzz.vm import config_from_args
 
     path = Path(args.input)
-    if not path.is_file():
-        raise SvmfuzzError(f"{path}: no such file")
     if args.tries < 1:
         raise SvmfuzzError("--tries wants at least 1 run")
     svmprog = repro.svmprog_path(Path(args.build_dir))
-    data, program = repro.load_input(path, svmprog)
-    knobs, op_ms, program_ms = repro._settings(path, args, log)
-    workdir = campaign.campaign_of(path)
-    if not args.workdir and workdir is not None:
-        args.workdir = str(workdir / "minimize-vm")
-    cfg = native.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout,
-                              op_timeout_ms=op_ms, program_timeout_ms=program_ms,
-                              reset=runner.reset_mode(args.reset))
+    data, program, knobs, cfg = repro.input_run(path, args, log, "minimize-vm")
     with runner.Runner(cfg, log) as r:
         t = campaign.rerun(r, path, data, program, knobs, args.tries, log)
         (b,) = campaign.bucket([t])

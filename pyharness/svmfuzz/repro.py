@@ -99,23 +99,33 @@ def load_input(path: Path, svmprog: Path) -> tuple[bytes, str]:
     return data, program
 
 
-def repro_command(args, log) -> int:
+def input_run(path: Path, args, log, vm_dir: str):
+    """One input to run again as its campaign ran it: its binary and text
+    forms, the knobs and the runner's configuration; a saved input's VM
+    console logs go to its campaign's `vm_dir`."""
     from svmfuzz import native, runner
     from svmfuzz.vm import config_from_args
 
-    path = Path(args.input)
     if not path.is_file():
         raise SvmfuzzError(f"{path}: no such file")
-    if args.n < 1:
-        raise SvmfuzzError("-n wants at least 1 run")
     data, program = load_input(path, svmprog_path(Path(args.build_dir)))
     knobs, op_ms, program_ms = _settings(path, args, log)
     workdir = campaign.campaign_of(path)
     if not args.workdir and workdir is not None:
-        args.workdir = str(workdir / "repro-vm")
+        args.workdir = str(workdir / vm_dir)
     cfg = native.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout,
                               op_timeout_ms=op_ms, program_timeout_ms=program_ms,
                               reset=runner.reset_mode(args.reset))
+    return data, program, knobs, cfg
+
+
+def repro_command(args, log) -> int:
+    from svmfuzz import runner
+
+    path = Path(args.input)
+    if args.n < 1:
+        raise SvmfuzzError("-n wants at least 1 run")
+    data, program, knobs, cfg = input_run(path, args, log, "repro-vm")
     try:
         symbolizer = symbolize.for_build(Path(args.build_dir))
     except symbolize.SymbolizeError as e:
