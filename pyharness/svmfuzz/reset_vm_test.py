@@ -32,6 +32,14 @@ PROGRAMS = {
         write buf=0 off=0 pages=1 seed=1
         dev_read buf=0 off=0 pages=1
     """,
+    "idle": """
+        sleep us=1000000
+        sleep us=1000000
+        sleep us=1000000
+        sleep us=1000000
+        sleep us=1000000
+        sleep us=1000000
+    """,
 }
 APPEND = ["sysctl.kernel.hung_task_timeout_secs=3"]
 OP_TIMEOUT_MS = 15000
@@ -102,6 +110,23 @@ def test_a_kernel_report_gives_way_to_a_restore_as_good_as_a_boot(guest, program
     guest.end_life("test: once more")
     clean(guest.run(programs["migrate"]))
     assert guest.life.restored and guest.life.index == life.index + 1
+
+
+def test_a_restore_after_a_long_life_leaves_the_guest_clock_whole(guest, programs):
+    """The soft-lockup detector fires when sched_clock leaps past twice its
+    threshold (20 s): a restore that kept the ended life's TSC made it report
+    an idle CPU stuck for as long as the life had lasted."""
+    clean(guest.run(programs["migrate"]))
+    time.sleep(30)
+    guest.end_life("test: after a long life")
+    clean(guest.run(programs["migrate"]))
+    life = guest.life
+    assert life.restored
+    # Long enough for the detector's timer (every 4 s) to look on each CPU.
+    clean(guest.run(programs["idle"]))
+    text = life.console_log.read_text(errors="replace")
+    for report in ("soft lockup", "rcu_sched", "rcu_preempt", "Long readout interval"):
+        assert report not in text, text[-3000:]
 
 
 def _delete_snapshot(r: runner.Runner) -> None:

@@ -21,6 +21,7 @@ GLUE = DEVICE_DIR / "qemu" / "svmdev-pci.c"
 HEADERS = DEVICE_DIR / "include" / "svmdev"
 RECIPE = "qemu-v1"
 MARK = "# svmfuzz: svmdev"
+TIMERS_MARK = "svmfuzz_timers_post_load"
 
 CONFIGURE = ["--target-list=x86_64-softmmu", "--without-default-features", "--enable-tcg",
              "--enable-kvm", "--disable-docs", "--disable-werror", "--disable-install-blobs",
@@ -42,6 +43,26 @@ config SVMDEV
     default y
     depends on PCI && MSI_NONBROKEN
 """
+
+# Under TCG the guest's TSC is QEMU's tick counter, which QEMU keeps from
+# going backwards. A loadvm of an older snapshot therefore leaves the TSC
+# where the ended life had taken it while the rest of the guest (its memory,
+# the HPET, the virtual clock) goes back: the restored kernel sees its
+# sched_clock leap by the whole life and reports a soft lockup of an idle CPU
+# (and RCU stalls) that no kernel code caused. KVM restores the TSC with the
+# CPU state; this lets the loaded tick count stand, as KVM does.
+TIMERS_POST_LOAD = f"""
+static int {TIMERS_MARK}(void *opaque, int version_id)
+{{
+    TimersState *s = opaque;
+
+    s->cpu_ticks_prev = 0;
+    return 0;
+}}
+
+"""
+TIMERS_DESC = re.compile(r'(static const VMStateDescription vmstate_timers = \{\n'
+                         r'\s*\.name = "timer",\n)')
 
 
 def debian_source(log) -> tuple[Path, str]:
@@ -100,6 +121,26 @@ def _append_once(path: Path, snippet: str) -> None:
         path.write_text(text.rstrip("\n") + "\n" + snippet)
 
 
+def restore_tsc_on_load(src: Path) -> None:
+    """Make a loadvm take the guest's TSC back with the snapshot (see TIMERS_POST_LOAD)."""
+    for rel in ("softmmu/cpu-timers.c", "system/cpu-timers.c"):
+        path = src / rel
+        if path.is_file():
+            break
+    else:
+        raise SvmfuzzError(f"{src}: no softmmu/cpu-timers.c or system/cpu-timers.c; "
+                           "this QEMU is not one svmfuzz knows how to build")
+    text = path.read_text()
+    if TIMERS_MARK in text:
+        return
+    m = TIMERS_DESC.search(text)
+    if m is None:
+        raise SvmfuzzError(f"{path}: no 'timer' VMStateDescription to give a post_load; "
+                           "this QEMU is not one svmfuzz knows how to build")
+    hook = f"    .post_load = {TIMERS_MARK},\n"
+    path.write_text(text[:m.start()] + TIMERS_POST_LOAD + m.group(1) + hook + text[m.end():])
+
+
 def wire_device(src: Path) -> None:
     """Add the glue and headers to hw/misc and register them with meson and Kconfig."""
     misc = src / "hw" / "misc"
@@ -108,6 +149,7 @@ def wire_device(src: Path) -> None:
         _copy_if_changed(h, misc / "svmdev" / "include" / "svmdev" / h.name)
     _append_once(misc / "meson.build", MESON_SNIPPET)
     _append_once(misc / "Kconfig", KCONFIG_SNIPPET)
+    restore_tsc_on_load(src)
 
 
 def build(flavour: str, core_lib: Path, qemu_src: str | None, log) -> Path:
@@ -121,6 +163,7 @@ def build(flavour: str, core_lib: Path, qemu_src: str | None, log) -> Path:
     bkey = cache.Hasher().text("src", src_id).text("args", " ".join(args)).text("cc", clang).key()
     bdir = cache_root() / "qemu" / "build" / f"{flavour}-{bkey[:12]}"
     key = (cache.Hasher().text("recipe", RECIPE).text("build", bkey).file("glue", GLUE)
+           .text("timers", TIMERS_POST_LOAD)
            .tree("headers", HEADERS).file("core", core_lib).key())
 
     def fill(out: Path) -> dict:
