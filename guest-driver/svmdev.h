@@ -91,7 +91,6 @@ struct svmdev_req {
 	bool nofault;		/* a fault on this access is cancelled with -ENOENT */
 	/* written by the fault worker under sdev->q_lock */
 	unsigned int faults;
-	u32 fault_id;		/* id of the last fault the access raised */
 	int fault_err;		/* why the access was cancelled */
 };
 

@@ -873,21 +873,26 @@ int svmdev_device_access(struct svmdev_mirror *mirror, unsigned long va,
 
 cancel:
 	while (!completion_done(&req->done)) {
+		/*
+		 * Cancel every stalled access of the context, not the one fault
+		 * id the worker last saw: a resumed access faults again under a
+		 * new id, which the worker learns only when it reaches the
+		 * record, maybe behind thousands of others. Chasing ids kept a
+		 * killed task from exiting for tens of seconds. A fatal signal
+		 * takes the whole thread group, whose accesses these are.
+		 */
 		struct svmdev_cmd cancel = {
 			.opcode = SVMDEV_OP_FAULT_CANCEL,
+			.flags = SVMDEV_FLT_F_ALL,
 			.ctx = mirror->ctx,
 		};
 		struct svmdev_req creq;
-		unsigned long flags;
 
-		spin_lock_irqsave(&sdev->q_lock, flags);
-		cancel.arg[0] = req->fault_id;
-		spin_unlock_irqrestore(&sdev->q_lock, flags);
-		if (cancel.arg[0]) {
-			svmdev_req_init(&creq);
-			svmdev_exec(sdev, &cancel, &creq, "FAULT_CANCEL");
-		}
-		wait_for_completion_timeout(&req->done, HZ / 10);
+		svmdev_req_init(&creq);
+		svmdev_exec(sdev, &cancel, &creq, "FAULT_CANCEL");
+		/* a completion this wait sees is consumed: done is false after it */
+		if (wait_for_completion_timeout(&req->done, HZ / 10))
+			break;
 		svmdev_wait_atomic(sdev, req, 0);
 	}
 	return -EINTR;
@@ -998,7 +1003,6 @@ static void svmdev_handle_fault(struct svmdev *sdev, struct svmdev_fault *rec)
 		req = sdev->slots[slot];
 		if (req && req->seq == rec->seq) {
 			req->faults++;
-			req->fault_id = rec->fault_id;
 			hint_start = req->hint_start;
 			hint_end = req->hint_end;
 			nofault = req->nofault;

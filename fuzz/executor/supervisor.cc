@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <new>
@@ -46,14 +47,32 @@ std::string ReadAll(const std::string& path) {
   return std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
 }
 
-// Whether process `pid` has ended (a zombie, or reaped).
-bool ProcessGone(pid_t pid) {
-  if (pid <= 0) return false;
-  const std::string stat = ReadAll("/proc/" + std::to_string(pid) + "/stat");
+enum class Life { kRunning, kDying, kGone };
+
+// Whether process `pid` runs, has been killed and not yet finished exiting
+// (SIGKILL pending, or PF_EXITING), or has ended (a zombie, or reaped).
+Life ProcessLife(pid_t pid) {
+  if (pid <= 0) return Life::kRunning;
+  const std::string dir = "/proc/" + std::to_string(pid);
+  const std::string stat = ReadAll(dir + "/stat");
   const size_t paren = stat.rfind(')');
-  if (paren == std::string::npos || paren + 2 >= stat.size()) return true;
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return Life::kGone;
   const char state = stat[paren + 2];
-  return state == 'Z' || state == 'X';
+  if (state == 'Z' || state == 'X') return Life::kGone;
+  // Fields after the state: ppid pgrp session tty_nr tpgid flags.
+  std::istringstream fields(stat.substr(paren + 3));
+  std::string skip;
+  unsigned long flags = 0;
+  fields >> skip >> skip >> skip >> skip >> skip >> flags;
+  constexpr unsigned long kPfExiting = 0x4;
+  if (flags & kPfExiting) return Life::kDying;
+  std::istringstream status(ReadAll(dir + "/status"));
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("SigPnd:", 0) != 0 && line.rfind("ShdPnd:", 0) != 0) continue;
+    const unsigned long long pending = std::strtoull(line.c_str() + 7, nullptr, 16);
+    if (pending >> (SIGKILL - 1) & 1) return Life::kDying;
+  }
+  return Life::kRunning;
 }
 
 // A task that would not die: its state letter ('D' if any of its threads
@@ -271,11 +290,16 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
   const uint64_t deadline = start + program_ms * 1000000;
   bool killed = false;
   int32_t hung_op = -1;
+  // A killed process that outlasted kKilledExitMs: reported as stuck.
+  pid_t stuck_pid = 0;
+  // Since when each watched thread's process has been seen dying; 0: not.
+  uint64_t dying_since[SharedRun::kMaxWatched] = {};
   Progress progress;
   for (;;) {
     const uint64_t now = MonotonicNs();
-    uint64_t next = deadline;
+    uint64_t next = UINT64_MAX;
     bool overdue = now >= deadline;
+    bool exiting = false;
     // An op that starts after this look ends after now + op_ns, later than
     // any deadline seen here: sleeping until `next` misses none.
     const uint32_t watched = std::min<uint32_t>(shared_->next_watch, SharedRun::kMaxWatched);
@@ -284,12 +308,29 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
       if (op < 0) continue;
       // The program's deadline bounds a wait as a whole.
       if (Waits(static_cast<OpCode>(shared_->ops[op].code))) continue;
-      const uint64_t due = shared_->watch[i].start_ns + op_ns;
-      if (due <= now && ProcessGone(shared_->watch[i].pid)) {
-        // A child the program killed, or the OOM killer took, left its op
-        // behind. Looked at only past a deadline: a read costs under TCG.
-        shared_->watch[i].op = -1;
-        continue;
+      uint64_t due = shared_->watch[i].start_ns + op_ns;
+      // A process the program killed, or the OOM killer took, leaves its op
+      // behind while it exits: the exit has its own bound. Looked at only
+      // past a deadline: a read costs under TCG.
+      if (due <= now || dying_since[i] != 0) {
+        const Life life = ProcessLife(shared_->watch[i].pid);
+        if (life == Life::kGone) {
+          shared_->watch[i].op = -1;
+          continue;
+        }
+        if (life == Life::kDying) {
+          if (dying_since[i] == 0) dying_since[i] = now;
+          due = std::max(due, dying_since[i] + kKilledExitMs * 1000000);
+          if (due <= now) {
+            stuck_pid = shared_->watch[i].pid;
+            if (hung_op < 0) hung_op = op;
+            overdue = true;
+          } else {
+            exiting = true;
+          }
+          next = std::min(next, due);
+          continue;
+        }
       }
       if (due <= now) {
         shared_->ops[op].flags |= proto::kOpTimedOut;
@@ -298,6 +339,12 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
       }
       next = std::min(next, due);
     }
+    // The program's deadline waits for a killed process still exiting within
+    // its bound: it is the kernel's exit path that is slow, not the program.
+    if (overdue && stuck_pid == 0 && hung_op < 0 && exiting)
+      overdue = false;
+    else
+      next = std::min(next, deadline);
     if (op_ns != 0) next = std::min(next, now + op_ns);
     // Look every window: a program opens its device file after it starts.
     if (!overdue && op_ns != 0 && shared_->device_pid == 0) {
@@ -326,6 +373,14 @@ void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t st
       break;
     }
     if (WaitServing(pidfd, next - now, relay)) break;
+  }
+  if (stuck_pid != 0) {
+    // A killed process that would not finish exiting: where its threads sleep.
+    result->status = proto::Status::kStuck;
+    result->detail = StuckTasks(stuck_pid, &result->message);
+    WaitExit(pidfd, kKillGraceMs * 1000000);
+    close(pidfd);
+    return;
   }
   if (killed && !WaitExit(pidfd, kKillGraceMs * 1000000)) {
     // SIGKILL only acts when the task returns to user space; a task asleep in

@@ -25,6 +25,12 @@ class Supervisor {
   static constexpr size_t kKcovWords = 256 * 1024;
   // How long a killed program may take to die before it counts as stuck.
   static constexpr uint64_t kKillGraceMs = 5000;
+  // How long a process killed during a program (by the program, or the OOM
+  // killer) may take to exit before it counts as stuck. Its op stops
+  // counting against the op bound once it is dying: an exit that unmaps
+  // device-mapped memory waits on the driver's fences, which have bounds of
+  // their own.
+  static constexpr uint64_t kKilledExitMs = 30000;
   // For a request that names no program deadline.
   static constexpr uint64_t kDefaultProgramTimeoutMs = 20000;
   // How long the watchdog watches the driver's counters of a program past
