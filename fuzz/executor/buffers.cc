@@ -7,7 +7,7 @@
 #include <cerrno>
 
 #include "executor/guarded_access.h"
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 
 namespace svmfuzz {
 namespace {
@@ -237,26 +237,39 @@ OpOutcome Buffers::Mprotect(uint64_t id, uint64_t off, uint64_t n, int prot) {
 
 OpOutcome Buffers::Madvise(uint64_t id, uint64_t off, uint64_t n, Advice advice) {
   OpOutcome out;
-  Range r;
+  Range r, wide;
   MapKind kind;
+  const bool drops = advice == Advice::kDontneed || advice == Advice::kFree;
+  // What the kernel drops of a hugetlb range that is not whole huge pages
+  // depends on its version (the end rounded up to the huge page, or down, so
+  // that nothing is dropped): the shadow claims nothing of the huge pages
+  // such a range touches.
+  bool partial_huge = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!ResolveLocked(id, off, n, &r, &out)) return out;
     kind = buf_[id].kind;
+    wide = r;
+    constexpr uint64_t kPer = kHugePageSize / kPageSize;
+    partial_huge = drops && kind == MapKind::kHugetlb && (r.first % kPer || r.count % kPer);
+    if (partial_huge) {
+      const uint64_t first = r.first / kPer * kPer;
+      const uint64_t end = std::min((r.first + r.count + kPer - 1) / kPer * kPer, buf_[id].pages);
+      ResolveLocked(id, first, end - first, &wide, &out);
+    }
   }
-  BeginChange(r);
+  BeginChange(wide);
   const int rc = madvise(r.addr, r.count * kPageSize, AdviceCode(advice));
   out.err = rc == 0 ? 0 : errno;
-  const bool drops = advice == Advice::kDontneed || advice == Advice::kFree;
   if (!drops || (rc == 0 && Shared(kind))) {
     // Content unchanged: shared pages stay in the page cache.
-    EndChange(r, 0, false, State::kUnknown, 0);
+    EndChange(wide, 0, false, State::kUnknown, 0);
   } else {
     // Dropped private pages read as zero (the file, or nothing, behind them);
     // MADV_FREE pages may or may not be reclaimed; a failed drop may have
     // dropped part of the range.
-    const bool zero = rc == 0 && advice == Advice::kDontneed;
-    EndChange(r, r.count, false, zero ? State::kZero : State::kUnknown, 0);
+    const bool zero = rc == 0 && advice == Advice::kDontneed && !partial_huge;
+    EndChange(wide, wide.count, false, zero ? State::kZero : State::kUnknown, 0);
   }
   return out;
 }
