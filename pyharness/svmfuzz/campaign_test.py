@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -166,6 +167,27 @@ def test_a_campaign_against_the_stand_in_and_its_resumption(tmp_path, svmprog, m
     assert f"fuzz: resuming {work} ({corpus} corpus inputs)" in capsys.readouterr().out
     assert json.loads((work / "stats.json").read_text())["execs"] > first
     assert len(campaign.corpus_files(work / "corpus")) >= corpus
+
+
+def test_a_sigterm_stops_the_engine_and_its_vm_and_keeps_the_state(tmp_path, svmprog,
+                                                                    monkeypatch, capsys):
+    monkeypatch.setattr("svmfuzz.vm.config_from_args", _fake_vm(tmp_path))
+    work = tmp_path / "campaign"
+    timer = threading.Timer(8, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        assert cli.main(["fuzz", "--build-dir", str(build_dir()), "--workdir", str(work),
+                         "--minutes", "5", "--progress-seconds", "1",
+                         "--program-timeout-ms", "500"]) == 130
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert "svmfuzz: interrupted" in capsys.readouterr().err
+    # Nothing of the campaign runs on: no engine, no stand-in QEMU of it.
+    left = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True).stdout
+    assert left == "", left
+    assert json.loads((work / "stats.json").read_text())["engine"] == "libfuzzer"
+    assert campaign.corpus_files(work / "corpus")
 
 
 def test_a_harness_that_cannot_boot_fails_the_campaign(tmp_path, svmprog, monkeypatch, capsys):

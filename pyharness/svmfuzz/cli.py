@@ -2,6 +2,7 @@
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -322,10 +323,17 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     # The C++ runner module comes from the build the command names.
     native.use_build(Path(args.build_dir))
+    # A SIGTERM (kill, a CI job's timeout) unwinds like Ctrl-C, so that a
+    # campaign's engine and VMs are stopped and its state kept.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.func(args)
     except SvmfuzzError as e:
