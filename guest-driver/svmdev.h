@@ -30,7 +30,7 @@
 #include <linux/xarray.h>
 
 #include "svmdev/svmdev_hw.h"
-#include "uapi/svmdev_uapi.h"
+#include "svmdev/svmdev_uapi.h"
 
 #define SVMDEV_CMDQ_ENTRIES	256
 #define SVMDEV_CPLQ_ENTRIES	1024

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * /dev/svmdevN: the driver's own interface (uapi/svmdev_uapi.h), used by the
+ * /dev/svmdevN: the driver's own interface (include/svmdev/svmdev_uapi.h), used by the
  * in-guest executor. One open file is one svmdev_file; SVMDEV_IOC_BIND ties
  * it to the caller's mm and a device context.
  */

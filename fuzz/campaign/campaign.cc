@@ -18,19 +18,16 @@
 
 #include "program/binary.h"
 #include "program/mutate.h"
-#include "svmdev_uapi.h"
+#include "svmdev/svmdev_uapi.h"
 
 namespace svmfuzz::campaign {
 namespace {
 
 namespace fs = std::filesystem;
 
-// ExecResult.counters: hw[16], drv[SVMDEV_NUM_CTRS], mn_starts, mn_ends,
-// mn_refused, balanced (PROTOCOL.md).
-constexpr size_t kHwCounters = 16;
-constexpr size_t kMnStarts = kHwCounters + SVMDEV_NUM_CTRS;
-constexpr size_t kMnEnds = kMnStarts + 1;
-constexpr size_t kBalanced = kMnStarts + 3;
+using proto::counter::kBalanced;
+using proto::counter::kMnEnds;
+using proto::counter::kMnStarts;
 // The driver's retry loops, by the counter their retries raise.
 constexpr struct {
   size_t counter;

@@ -18,7 +18,7 @@
 #include <set>
 #include <sstream>
 
-#include "svmdev_uapi.h"
+#include "svmdev/svmdev_uapi.h"
 
 extern char** environ;
 
@@ -35,7 +35,9 @@ const std::vector<uint8_t> kStuck = {0xf9};
 // What the oracles call it: the stand-in's stuck task sleeps nowhere known.
 const std::string kStuckTitle = "INFO: task hung";
 
-constexpr size_t kBalanced = 16 + SVMDEV_NUM_CTRS + 3;
+using proto::counter::kBalanced;
+using proto::counter::kMnEnds;
+using proto::counter::kMnStarts;
 
 // The Python oracles of this checkout, as the harness judges with them.
 Judge Oracles() {
@@ -237,8 +239,8 @@ TEST(Detector, JudgesOutcomes) {
 
   Outcome unbalanced = WithResult();
   unbalanced.result->counters.assign(kBalanced + 1, 0);
-  unbalanced.result->counters[kBalanced - 3] = 5;
-  unbalanced.result->counters[kBalanced - 2] = 4;
+  unbalanced.result->counters[kMnStarts] = 5;
+  unbalanced.result->counters[kMnEnds] = 4;
   EXPECT_EQ(Trouble(unbalanced, ""),
             std::vector<std::string>{"notifier: unbalanced start/end (starts 5, ends 4)"});
   unbalanced.result->counters[kBalanced] = 1;

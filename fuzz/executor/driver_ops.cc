@@ -12,8 +12,8 @@
 #include <string>
 #include <utility>
 
-#include "executor/protocol.h"
-#include "svmdev_uapi.h"
+#include "protocol/protocol.h"
+#include "svmdev/svmdev_uapi.h"
 
 namespace svmfuzz {
 namespace {
@@ -203,10 +203,7 @@ std::vector<uint64_t> Device::CheckedCounters() {
   if (fd_ < 0) return {};
   svmdev_counters c = {};
   if (ioctl(fd_, SVMDEV_IOC_CHECK, &c) != 0) return {};
-  std::vector<uint64_t> out(std::begin(c.hw), std::end(c.hw));
-  out.insert(out.end(), c.drv, c.drv + SVMDEV_NUM_CTRS);
-  out.insert(out.end(), {c.mn_starts, c.mn_ends, c.mn_refused, c.balanced});
-  return out;
+  return proto::FlattenCounters(c);
 }
 
 std::vector<uint64_t> DriverCounters(int fd) {

@@ -1,5 +1,5 @@
 // Ops that go through the svmdev driver: /dev/svmdevN ioctls of
-// guest-driver/uapi/svmdev_uapi.h. Device actions (a device-initiated
+// include/svmdev/svmdev_uapi.h. Device actions (a device-initiated
 // access, fault storms, delayed or dropped acks, DMA failure) are the
 // device's own doing: the host performs them through the device's control
 // channel, asked with a DEVICE message.
@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "executor/buffers.h"
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 #include "program/program.h"
 
 namespace svmfuzz {
@@ -55,7 +55,7 @@ class Device {
   uint8_t index() const { return index_; }
   // Sets one of the driver's injection knobs of this file, keeping the others.
   int SetKnob(uint64_t fail_vram_alloc, uint64_t fail_copy);
-  // The device's, driver's and this file's counters (layout in PROTOCOL.md)
+  // The device's, driver's and this file's counters (layout in docs/executor-protocol.md)
   // after the driver's notifier balance check; empty if this process never
   // used the device.
   std::vector<uint64_t> CheckedCounters();

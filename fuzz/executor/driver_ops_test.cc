@@ -14,7 +14,7 @@
 #include <chrono>
 #include <thread>
 
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 
 namespace svmfuzz {
 namespace {

@@ -1,6 +1,6 @@
 // svmfuzz-executor: runs in the guest and executes programs for the host,
 // which talks to it over the virtio-serial port "svmfuzz.exec" (the protocol of
-// PROTOCOL.md). It powers the guest off when the host asks.
+// docs/executor-protocol.md). It powers the guest off when the host asks.
 //
 //   svmfuzz-executor            the guest's executor
 //   svmfuzz-executor --fd N     serve on inherited descriptor N (a socket)
@@ -52,9 +52,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: svmfuzz-executor [--fd N]\n");
     return 2;
   }
-  const std::string path = svmfuzz::FindVirtioPort("/sys", svmfuzz::kExecutorPortName);
+  const std::string path = svmfuzz::FindVirtioPort("/sys", svmfuzz::proto::kExecutorPortName);
   if (path.empty()) {
-    std::fprintf(stderr, "svmfuzz-executor: no virtio port named %s\n", svmfuzz::kExecutorPortName);
+    std::fprintf(stderr, "svmfuzz-executor: no virtio port named %s\n", svmfuzz::proto::kExecutorPortName);
     return 1;
   }
   const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);

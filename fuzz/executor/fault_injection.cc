@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 
 namespace svmfuzz::faults {
 namespace {

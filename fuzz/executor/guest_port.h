@@ -6,9 +6,6 @@
 
 namespace svmfuzz {
 
-// Name given to the port on the QEMU command line (virtserialport,name=...).
-inline constexpr const char* kExecutorPortName = "svmfuzz.exec";
-
 // Returns the /dev path of the virtio port called `name`, looking it up under
 // `sysfs_root`/class/virtio-ports/*/name, or "" if there is none.
 std::string FindVirtioPort(const std::string& sysfs_root, const std::string& name);

@@ -1,4 +1,4 @@
-#include "guest_port.h"
+#include "executor/guest_port.h"
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -6,6 +6,8 @@
 
 #include <fstream>
 #include <string>
+
+#include "protocol/protocol.h"
 
 namespace {
 
@@ -28,7 +30,7 @@ class FakeSysfs : public ::testing::Test {
 TEST_F(FakeSysfs, FindsThePortByName) {
   AddPort("vport0p1", "org.qemu.guest_agent.0");
   AddPort("vport1p1", "svmfuzz.exec");
-  EXPECT_EQ(svmfuzz::FindVirtioPort(root_, svmfuzz::kExecutorPortName), "/dev/vport1p1");
+  EXPECT_EQ(svmfuzz::FindVirtioPort(root_, svmfuzz::proto::kExecutorPortName), "/dev/vport1p1");
 }
 
 TEST_F(FakeSysfs, NoSuchPort) {

@@ -7,7 +7,7 @@
 #include <deque>
 #include <vector>
 
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 
 namespace svmfuzz {
 

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "executor/kcov.h"
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 #include "program/program.h"
 
 namespace svmfuzz {

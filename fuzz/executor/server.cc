@@ -3,7 +3,7 @@
 #include <unistd.h>
 
 #include "executor/port.h"
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 
 namespace svmfuzz {
 namespace {

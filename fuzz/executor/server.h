@@ -1,4 +1,4 @@
-// The executor's request loop: protocol frames (PROTOCOL.md) in, frames out.
+// The executor's request loop: protocol frames (docs/executor-protocol.md) in, frames out.
 #ifndef SVMFUZZ_EXECUTOR_SERVER_H_
 #define SVMFUZZ_EXECUTOR_SERVER_H_
 

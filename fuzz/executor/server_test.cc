@@ -15,7 +15,7 @@
 #include <fstream>
 #include <string>
 
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 #include "program/binary.h"
 #include "program/text.h"
 

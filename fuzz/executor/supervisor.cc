@@ -25,7 +25,7 @@
 #include "executor/fault_injection.h"
 #include "executor/guarded_access.h"
 #include "program/binary.h"
-#include "svmdev_uapi.h"
+#include "svmdev/svmdev_uapi.h"
 
 namespace svmfuzz {
 namespace {

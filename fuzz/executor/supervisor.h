@@ -14,7 +14,7 @@
 #include "executor/kcov.h"
 #include "executor/port.h"
 #include "executor/program_process.h"
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 
 namespace svmfuzz {
 

@@ -1,17 +1,25 @@
-// Protocol v4 between the host and the in-guest executor (see PROTOCOL.md):
+// Protocol v4 between the host and the in-guest executor (see docs/executor-protocol.md):
 // length-prefixed binary frames over the virtio-serial port, all integers
 // little-endian. This header is the only definition on the C++ side; the
 // Python side (pyharness/svmfuzz/protocol.py) mirrors it and both are tested
 // against the same byte layouts.
-#ifndef SVMFUZZ_EXECUTOR_PROTOCOL_H_
-#define SVMFUZZ_EXECUTOR_PROTOCOL_H_
+#ifndef SVMFUZZ_PROTOCOL_PROTOCOL_H_
+#define SVMFUZZ_PROTOCOL_PROTOCOL_H_
 
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "svmdev/svmdev_uapi.h"
+
 namespace svmfuzz::proto {
+
+// The name the host gives the executor's virtio-serial port
+// (virtserialport,name=...), by which the executor finds it.
+inline constexpr char kExecutorPortName[] = "svmfuzz.exec";
+// What the guest's init prints when the executor has gone; it then powers off.
+inline constexpr char kExecutorExited[] = "svmfuzz-init: executor exited";
 
 inline constexpr uint32_t kVersion = 4;
 inline constexpr uint32_t kMagic = 0x464d5653;  // "SVMF" on the wire
@@ -129,6 +137,27 @@ struct Mismatch {
   }
 };
 
+// ExecResult.counters: struct svmdev_counters flattened in member order,
+// drv[] cut to the SVMDEV_NUM_CTRS counters the driver has.
+namespace counter {
+inline constexpr size_t kHwCount = sizeof(svmdev_counters::hw) / sizeof(uint64_t);
+inline constexpr size_t kHw = 0;
+inline constexpr size_t kDrv = kHw + kHwCount;
+inline constexpr size_t kMnStarts = kDrv + SVMDEV_NUM_CTRS;
+inline constexpr size_t kMnEnds = kMnStarts + 1;
+inline constexpr size_t kMnRefused = kMnStarts + 2;
+inline constexpr size_t kBalanced = kMnStarts + 3;
+inline constexpr size_t kCount = kMnStarts + 4;
+static_assert(SVMDEV_NUM_CTRS <= sizeof(svmdev_counters::drv) / sizeof(uint64_t));
+}  // namespace counter
+
+inline std::vector<uint64_t> FlattenCounters(const svmdev_counters& c) {
+  std::vector<uint64_t> out(std::begin(c.hw), std::end(c.hw));
+  out.insert(out.end(), c.drv, c.drv + SVMDEV_NUM_CTRS);
+  out.insert(out.end(), {c.mn_starts, c.mn_ends, c.mn_refused, c.balanced});
+  return out;
+}
+
 struct ExecResult {
   uint64_t id = 0;
   Status status = Status::kOk;
@@ -220,4 +249,4 @@ class FrameReader {
 
 }  // namespace svmfuzz::proto
 
-#endif  // SVMFUZZ_EXECUTOR_PROTOCOL_H_
+#endif  // SVMFUZZ_PROTOCOL_PROTOCOL_H_

@@ -1,4 +1,4 @@
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// The devices of one VM life acting as a program asks (PROTOCOL.md, "Device
+// The devices of one VM life acting as a program asks (docs/executor-protocol.md, "Device
 // actions"): each DEVICE request is performed through the device's control
 // channel and answered with the device's status. What a program sets up
 // (held, dropped or early acknowledgements, failing DMA) ends with it.

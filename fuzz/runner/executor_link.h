@@ -1,4 +1,4 @@
-// The host's end of the executor's port (fuzz/executor/PROTOCOL.md): frames
+// The host's end of the executor's port (docs/executor-protocol.md): frames
 // out, frames in with a deadline, and the requests built on them. While a
 // program runs, its DEVICE requests go to a DeviceHandler and its replies
 // back to the executor.
@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 #include "runner/io.h"
 
 namespace svmfuzz {

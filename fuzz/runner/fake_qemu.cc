@@ -32,7 +32,7 @@
 #include <thread>
 #include <vector>
 
-#include "executor/protocol.h"
+#include "protocol/protocol.h"
 #include "program/program.h"
 #include "runner/fake_device.h"
 
@@ -253,7 +253,7 @@ int Main(int argc, char** argv) {
           res.detail = 'D';
           break;
         case 0xf8:
-          Write(console, "svmfuzz-init: executor exited");
+          Write(console, proto::kExecutorExited);
           return 0;
         case 0xf6:
           res.status = static_cast<proto::Status>(99);

@@ -406,6 +406,20 @@ PYBIND11_MODULE(svmfuzz_runner, m) {
       devctl_error(e.what());
     }
   });
+  m.attr("EXECUTOR_PORT_NAME") = proto::kExecutorPortName;
+  m.attr("EXECUTOR_EXITED") = proto::kExecutorExited;
+  {
+    namespace c = proto::counter;
+    py::dict layout;
+    layout["hw"] = c::kHw;
+    layout["drv"] = c::kDrv;
+    layout["mn_starts"] = c::kMnStarts;
+    layout["mn_ends"] = c::kMnEnds;
+    layout["mn_refused"] = c::kMnRefused;
+    layout["balanced"] = c::kBalanced;
+    layout["count"] = c::kCount;
+    m.attr("COUNTER_LAYOUT") = layout;
+  }
   BindDevCtl(m);
   BindVm(m);
   BindRunner(m);

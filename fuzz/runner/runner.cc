@@ -287,7 +287,7 @@ bool Runner::Run(const std::vector<uint8_t>& program, const std::vector<uint64_t
   }
   out->console = ReadConsole(*life, out->console_offset, !vm_ || kept_);
   // The guest powered off because the executor had gone.
-  if (!out->lost.empty() && out->console.find(kExecutorExited) != std::string::npos) {
+  if (!out->lost.empty() && out->console.find(proto::kExecutorExited) != std::string::npos) {
     out->lost_kind = Lost::kExecutorLost;
   }
   out->seconds = SecondsSince(start);

@@ -29,8 +29,6 @@ inline constexpr double kMonitorTimeout = 5.0;
 // A killed program may take this long to die before the executor gives up on
 // it (Supervisor::kKillGraceMs), and answering takes a little more.
 inline constexpr double kExecutorKillGrace = 5.0;
-// What the guest's init prints when the executor has gone; it then powers off.
-inline constexpr char kExecutorExited[] = "svmfuzz-init: executor exited";
 
 // How a life that ended gives way to the next: a new boot, or the snapshot
 // the first boot took once its executor was ready (a reboot only if the

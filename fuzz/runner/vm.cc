@@ -102,7 +102,7 @@ std::vector<std::string> Vm::Argv() const {
       {"-chardev", console, "-serial", "chardev:con", "-kernel", (c.kernel / "bzImage").string(),
        "-initrd", c.initramfs.string(), "-append", append, "-device", "virtio-serial-pci,id=vser0",
        "-chardev", "socket,id=exec,path=" + exec_socket().string() + ",server=on,wait=off",
-       "-device", std::string("virtserialport,bus=vser0.0,chardev=exec,name=") + kExecutorPortName,
+       "-device", std::string("virtserialport,bus=vser0.0,chardev=exec,name=") + proto::kExecutorPortName,
        "-qmp", "unix:" + qmp_socket().string() + ",server=on,wait=off"});
   if (c.accel == "kvm") argv.insert(argv.end(), {"-cpu", "host"});
   if (!c.snapshot_disk.empty()) {

@@ -19,9 +19,6 @@
 
 namespace svmfuzz {
 
-// The virtio-serial port the executor looks for.
-inline constexpr char kExecutorPortName[] = "svmfuzz.exec";
-
 struct VmConfig {
   std::filesystem::path qemu;       // qemu-system-x86_64
   std::filesystem::path kernel;     // the kernel artifact directory (bzImage, ...)

@@ -28,7 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../uapi/svmdev_uapi.h"
+#include "../../include/svmdev/svmdev_uapi.h"
 #include "../svmdev_dmirror_uapi.h"
 
 #ifndef MAP_FIXED_NOREPLACE

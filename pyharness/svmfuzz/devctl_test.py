@@ -24,7 +24,7 @@ import pytest
 
 from svmfuzz import devctl, native, paths
 
-HEADER = paths.REPO_ROOT / "qemu-device" / "include" / "svmdev" / "svmdev_hw.h"
+HEADER = paths.REPO_ROOT / "include" / "svmdev" / "svmdev_hw.h"
 FIRMWARE_DIRS = ["/usr/share/qemu", "/usr/share/seabios"]
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from svmfuzz import protocol, runner, vm
+from svmfuzz import native, protocol, runner, vm
 from svmfuzz.paths import build_dir
 
 pytestmark = pytest.mark.vm
@@ -238,7 +238,7 @@ def test_executor_lost(guest, programs):
     o = lose_during(guest, programs["sleep"], lambda pid, qmp: vm.qmp(
         qmp, "send-key", keys=[{"type": "qcode", "data": k} for k in ("alt", "sysrq", "i")]))
     assert o.result is None and titles(o) == ["executor lost"], runner.describe(o)
-    assert o.findings[0].category == "lost" and runner.EXECUTOR_EXITED in o.findings[0].report
+    assert o.findings[0].category == "lost" and native.EXECUTOR_EXITED in o.findings[0].report
 
 
 def test_vm_lost(guest, programs):

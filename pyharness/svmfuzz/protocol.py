@@ -1,5 +1,5 @@
 """The protocol between the host and the in-guest executor: the Python side of
-fuzz/executor/protocol.h (layout documented in fuzz/executor/PROTOCOL.md).
+fuzz/protocol/protocol.h (layout documented in docs/executor-protocol.md).
 
 Frames are a 12-byte header (magic "SVMF", type, payload length; u32
 little-endian each) and the payload.
@@ -60,7 +60,7 @@ def op_name(code: int) -> str:
 
 
 class Drv(enum.IntEnum):
-    """The driver's counters (SVMDEV_CTR_* of guest-driver/uapi/svmdev_uapi.h):
+    """The driver's counters (SVMDEV_CTR_* of include/svmdev/svmdev_uapi.h):
     indexes of ExecResult.watchdog_deltas, and of ExecResult.counters after HW_COUNTERS."""
     FAULTS = 0
     FAULT_REPLAYS = 1
@@ -91,7 +91,7 @@ MN_STARTS, MN_ENDS, MN_REFUSED, BALANCED = range(HW_COUNTERS + len(Drv), HW_COUN
 
 @dataclass
 class Knobs:
-    """Test-only driver knobs for a program (struct svmdev_knobs, PROTOCOL.md):
+    """Test-only driver knobs for a program (struct svmdev_knobs, docs/executor-protocol.md):
     the executor sets them on every device file the program opens."""
     fail_vram_alloc: int = 0
     fail_copy: int = 0
@@ -222,7 +222,7 @@ DEVICE_UNAVAILABLE = 0xFFFFFFFF
 
 @dataclass
 class DeviceRequest:
-    """A device action a program asks of the host (PROTOCOL.md, "Device actions")."""
+    """A device action a program asks of the host (docs/executor-protocol.md, "Device actions")."""
     seq: int
     op: int       # the program's opcode, an index of OP_NAMES
     device: int   # the N of /dev/svmdevN

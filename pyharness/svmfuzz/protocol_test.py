@@ -1,10 +1,12 @@
+import re
 import struct
+from pathlib import Path
 
 import pytest
 
 from svmfuzz import protocol as p
 
-# Encoded by fuzz/executor/protocol_test.cc (ExecResultLayout) from the same result.
+# Encoded by fuzz/protocol/protocol_test.cc (ExecResultLayout) from the same result.
 SAMPLE_RESULT_HEX = (
     "887766554433221102000000ffffffffd20400000300000000000300000000000000000000000000"
     "0a0000000c030b005f000000ffffffffffffffff020000000a010500000000000000000000000000"
@@ -51,7 +53,7 @@ def test_huge_counts_are_refused():
         p.ExecResult.decode(data)
 
 
-# Encoded by fuzz/executor/protocol_test.cc (ExecRequestKnobsLayout) from the same request.
+# Encoded by fuzz/protocol/protocol_test.cc (ExecRequestKnobsLayout) from the same request.
 KNOBS_REQUEST_HEX = (
     "05000000000000000000000000000000000000000000000008000000000000000000000000000000"
     "00000000000000000000000000000000000000000100000000000000000000000000000000000000"
@@ -104,7 +106,7 @@ def test_titles():
     assert p.ExecResult(1, p.Status.OOM_KILLED).title() == "oom-killed"
 
 
-# Encoded by fuzz/executor/protocol_test.cc (DeviceMessagesLayout).
+# Encoded by fuzz/protocol/protocol_test.cc (DeviceMessagesLayout).
 DEVICE_REQUEST_HEX = "0403020116010605081000000010000002000000000000000a00000000000000"
 DEVICE_REPLY_HEX = "040302010d000000feffffffffffffff"
 
@@ -119,3 +121,25 @@ def test_device_message_bytes_match_the_executor():
     assert p.DeviceReply.decode(bytes.fromhex(DEVICE_REPLY_HEX)) == reply
     with pytest.raises(p.ProtocolError):
         p.DeviceReply.decode(bytes.fromhex(DEVICE_REPLY_HEX) + b"\0")
+
+
+UAPI = Path(__file__).resolve().parents[2] / "include" / "svmdev" / "svmdev_uapi.h"
+
+
+def test_driver_counters_match_the_uapi_header():
+    text = UAPI.read_text()
+    defined = {m[1]: int(m[2]) for m in re.finditer(r"#define SVMDEV_CTR_(\w+)\s+(\d+)", text)}
+    assert defined == {d.name: d.value for d in p.Drv}
+    assert int(re.search(r"#define SVMDEV_NUM_CTRS\s+(\d+)", text)[1]) == len(p.Drv)
+    assert int(re.search(r"__u64 hw\[(\d+)\];", text)[1]) == p.HW_COUNTERS
+
+
+def test_counter_layout_is_the_executors():
+    from svmfuzz import native
+    try:
+        layout = native.COUNTER_LAYOUT
+    except Exception as e:  # no runner module built
+        pytest.skip(str(e))
+    assert layout == {"hw": 0, "drv": p.HW_COUNTERS, "mn_starts": p.MN_STARTS,
+                      "mn_ends": p.MN_ENDS, "mn_refused": p.MN_REFUSED,
+                      "balanced": p.BALANCED, "count": p.BALANCED + 1}

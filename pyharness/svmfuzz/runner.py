@@ -31,8 +31,6 @@ from svmfuzz.oracles import verdict
 from svmfuzz.paths import REPO_ROOT
 from svmfuzz.vm import config_from_args
 
-# What the guest's init prints when the executor has gone; it then powers off.
-EXECUTOR_EXITED = "svmfuzz-init: executor exited"
 UNREADABLE_RESULT = verdict.UNREADABLE_RESULT
 
 

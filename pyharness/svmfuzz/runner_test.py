@@ -78,7 +78,7 @@ def test_a_guest_that_powers_off_without_its_executor_lost_the_executor(cfg):
     with runner.Runner(cfg) as r:
         o = r.run(EXECUTOR_EXITS)
     assert o.result is None and "QEMU exited (0)" in o.lost
-    assert o.title() == "executor lost" and runner.EXECUTOR_EXITED in o.findings[0].report
+    assert o.title() == "executor lost" and native.EXECUTOR_EXITED in o.findings[0].report
 
 
 def test_a_stuck_task_ends_the_life_without_losing_the_guest(cfg):
@@ -213,3 +213,9 @@ def test_a_result_no_one_can_read_is_a_finding_and_ends_the_life(cfg):
     assert odd.lost.startswith(runner.UNREADABLE_RESULT)
     assert after.result.status == protocol.Status.OK and after.life.index == 1
     assert r.lives[0].end.startswith(runner.UNREADABLE_RESULT)
+
+
+def test_the_guest_init_prints_the_marker_the_runner_looks_for():
+    init = (Path(__file__).resolve().parents[2] / "guest-driver" / "initramfs" / "init").read_text()
+    assert native.EXECUTOR_EXITED in init
+    assert native.EXECUTOR_PORT_NAME == "svmfuzz.exec"

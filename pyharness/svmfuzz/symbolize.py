@@ -23,7 +23,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from svmfuzz.artifacts.cache import STAMP, cache_root
+from svmfuzz.artifacts import module as module_build
+from svmfuzz.artifacts.cache import STAMP
 from svmfuzz.errors import SvmfuzzError
 
 # "  ? func.isra.0+0x1a/0x2b0 [svmdev]"; a timestamp or caller prefix may lead.
@@ -215,7 +216,7 @@ def for_build(build: Path) -> Symbolizer:
         pass
     try:
         key = json.loads((module / STAMP).read_text())["key"]
-        prefixes[str(cache_root() / "module" / "work" / key)] = "guest-driver/"
+        prefixes[str(module_build.work_root(key))] = ""
     except (OSError, ValueError, KeyError):
         pass
     modules = {ko.stem: ko for ko in sorted(module.glob("*.ko"))}

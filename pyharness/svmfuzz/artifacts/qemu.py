@@ -18,7 +18,8 @@ from svmfuzz.paths import REPO_ROOT, cache_root
 
 DEVICE_DIR = REPO_ROOT / "qemu-device"
 GLUE = DEVICE_DIR / "qemu" / "svmdev-pci.c"
-HEADERS = DEVICE_DIR / "include" / "svmdev"
+# The device core's C ABI, and the headers shared with the driver and the host.
+HEADER_DIRS = (DEVICE_DIR / "include" / "svmdev", REPO_ROOT / "include" / "svmdev")
 RECIPE = "qemu-v1"
 MARK = "# svmfuzz: svmdev"
 TIMERS_MARK = "svmfuzz_timers_post_load"
@@ -145,7 +146,7 @@ def wire_device(src: Path) -> None:
     """Add the glue and headers to hw/misc and register them with meson and Kconfig."""
     misc = src / "hw" / "misc"
     _copy_if_changed(GLUE, misc / "svmdev" / GLUE.name)
-    for h in sorted(HEADERS.glob("*.h")):
+    for h in sorted(h for d in HEADER_DIRS for h in d.glob("*.h")):
         _copy_if_changed(h, misc / "svmdev" / "include" / "svmdev" / h.name)
     _append_once(misc / "meson.build", MESON_SNIPPET)
     _append_once(misc / "Kconfig", KCONFIG_SNIPPET)
@@ -162,9 +163,11 @@ def build(flavour: str, core_lib: Path, qemu_src: str | None, log) -> Path:
     clang = cache.tool_version("clang")
     bkey = cache.Hasher().text("src", src_id).text("args", " ".join(args)).text("cc", clang).key()
     bdir = cache_root() / "qemu" / "build" / f"{flavour}-{bkey[:12]}"
-    key = (cache.Hasher().text("recipe", RECIPE).text("build", bkey).file("glue", GLUE)
-           .text("timers", TIMERS_POST_LOAD)
-           .tree("headers", HEADERS).file("core", core_lib).key())
+    h = (cache.Hasher().text("recipe", RECIPE).text("build", bkey).file("glue", GLUE)
+         .text("timers", TIMERS_POST_LOAD).file("core", core_lib))
+    for d in HEADER_DIRS:
+        h.tree(f"headers {d.relative_to(REPO_ROOT)}", d)
+    key = h.key()
 
     def fill(out: Path) -> dict:
         wire_device(src)
