@@ -20,6 +20,11 @@ With --campaign-minutes M it then runs, one after the other, an M-minute
 libFuzzer campaign from the seed corpus with each way of reset (reboot, then
 snapshot) and prints each one's execs/s, lives and restores, and the ratio.
 
+With --profiles debug,fuzz it then measures the programs' rates once more in
+a life of each kernel profile, and with --profile-campaign-minutes M an
+M-minute campaign on each, and prints each figure as a ratio to the first
+profile's.
+
 With --mutator-minutes M it runs, one after the other, an M-minute libFuzzer
 campaign from the seeds with the structured mutator and one with the engine's
 byte mutations alone, triages what each saved, and prints the guest PCs each
@@ -153,7 +158,47 @@ def command(args, log) -> int:
                 f"x{rates['snapshot']['execs_per_sec'] / base:.2f}")
     if args.mutator_minutes > 0:
         compare_mutators(args, log)
+    if args.profiles:
+        compare_profiles(args, programs, log)
     return 0
+
+
+def compare_profiles(args, programs: dict[str, bytes], log) -> None:
+    """Programs/s (with coverage, as campaigns run them) in a life of each
+    kernel profile of args.profiles, and each one's campaign execs/s, as
+    ratios to the first profile's."""
+    profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    rates: dict[str, dict[str, float]] = {}
+    campaigns: dict[str, dict] = {}
+    chosen = args.kernel_profile
+    try:
+        for profile in profiles:
+            args.kernel_profile = profile
+            cfg = runner.RunnerConfig(config_from_args(args, "executor", log),
+                                      boot_timeout=args.timeout)
+            with runner.Runner(cfg, log) as r:
+                life = r.boot()
+                log(f"bench: {profile} kernel: executor ready in {life.boot_seconds:.1f} s")
+                rates[profile] = {name: measure(r, name, p, True, args.runs, args.seconds).rate
+                                  for name, p in programs.items()}
+                rates[profile]["boot s"] = life.boot_seconds
+            if args.profile_campaign_minutes > 0:
+                campaigns[profile] = measure_campaign(args, args.profile_campaign_minutes, log,
+                                                      "--kernel-profile", profile)
+    finally:
+        args.kernel_profile = chosen
+    base = profiles[0]
+    log(f"bench: {'profile':<8} " + " ".join(f"{n:>14}" for n in rates[base]))
+    for profile in profiles:
+        log(f"bench: {profile:<8} " + " ".join(
+            f"{v:>7.1f} x{v / rates[base][n]:<5.2f}" for n, v in rates[profile].items()))
+    if campaigns:
+        b = campaigns[base]["execs_per_sec"]
+        for profile, s in campaigns.items():
+            log(f"bench: {profile} kernel, {args.profile_campaign_minutes:g} min campaign: "
+                f"{s['execs']} execs, {s['execs_per_sec']:.2f}/s"
+                + (f" (x{s['execs_per_sec'] / b:.2f})" if b > 0 else "")
+                + f", {s.get('guest_pcs', 0)} guest PCs, {s['lives']} lives")
 
 
 def _vm_argv(args) -> list[str]:

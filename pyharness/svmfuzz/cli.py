@@ -131,6 +131,9 @@ def _add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accel", choices=["auto", "tcg", "kvm"], default="auto",
                    help="auto: KVM only if a short probe boot succeeds, else TCG")
     p.add_argument("--qemu-flavour", choices=["release", "asan"], default="release")
+    p.add_argument("--kernel-profile", choices=["debug", "fuzz"], default="debug",
+                   help="debug: KCOV over the whole kernel, as the tests run it; fuzz: KCOV "
+                        "only in mm/ and the driver, without comparisons (built on first use)")
     p.add_argument("--memory", default="2G", help="guest memory (default: %(default)s)")
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--timeout", type=float, default=300,
@@ -199,6 +202,12 @@ def make_parser() -> argparse.ArgumentParser:
                        help="then a campaign of this long with each --mutator, one after the "
                             "other, to compare the guest PCs they reach, each triaged "
                             "(default: none)")
+    bench.add_argument("--profiles", default="",
+                       help="then, for each kernel profile of this list (debug,fuzz), the "
+                            "programs/s of the benchmark programs in a life of its own, and "
+                            "with --profile-campaign-minutes a campaign on it (default: none)")
+    bench.add_argument("--profile-campaign-minutes", type=float, default=0,
+                       help="the campaign of each of --profiles, one after the other")
     bench.add_argument("--campaign-dir", default="",
                        help="keep those campaigns in DIR/structured and DIR/bytes "
                             "(default: temporary)")

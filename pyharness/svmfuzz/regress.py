@@ -276,17 +276,6 @@ def run_corpus(r, programs: list[Program], release: str, svmprog: Path, log,
     return results
 
 
-def _kernel_build(tree: str, build: Path, log) -> tuple[Path, Path]:
-    """The kernel and initramfs artifacts of a kernel source tree, built
-    through the cache with this build's executor and driver."""
-    from svmfuzz.artifacts import image, kernel, module
-
-    k = kernel.build(tree, log)
-    m = module.build(k, log)
-    i = image.build(k, m, build / "fuzz" / "executor" / "svmfuzz-executor", log)
-    return k, i / "initramfs.cpio"
-
-
 def _release(kernel_dir: Path) -> str:
     from svmfuzz.artifacts.cache import STAMP
 
@@ -300,10 +289,8 @@ def _run_kernel(args, programs: list[Program], kernel_tree: str, log) -> tuple[s
     from svmfuzz import native, runner, vm
 
     build = Path(args.build_dir)
-    artifacts = vm.Artifacts.from_build(build, args.qemu_flavour)
-    if kernel_tree:
-        kdir, initramfs = _kernel_build(kernel_tree, build, log)
-        artifacts = vm.Artifacts(artifacts.qemu, kdir, initramfs)
+    artifacts = vm.Artifacts.for_kernel(build, args.qemu_flavour, kernel_tree or None,
+                                        args.kernel_profile, log)
     release = _release(artifacts.kernel)
     workdir = Path(args.results) / f"vm-{release}"
     accel = vm.choose_accel(args.accel, artifacts, workdir, log)

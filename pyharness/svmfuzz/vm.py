@@ -38,6 +38,24 @@ class Artifacts:
         return cls(found[f"qemu-{flavour}"] / "qemu-system-x86_64", found["kernel"],
                    found["initramfs"] / "initramfs.cpio")
 
+    @classmethod
+    def for_kernel(cls, build: Path, flavour: str, tree: str | None, profile: str,
+                   log) -> "Artifacts":
+        """The build's QEMU with the kernel of `tree` (None: the build's own
+        source) in `profile`, and its driver and initramfs with the build's
+        executor, each built through the cache if need be."""
+        base = cls.from_build(build, flavour)
+        if tree is None and profile == "debug":
+            return base
+        from svmfuzz.artifacts import image, kernel, module
+
+        if tree is None:
+            tree = kernel.tree_of(base.kernel)
+        k = kernel.build(tree, log, profile=profile)
+        m = module.build(k, log)
+        i = image.build(k, m, build / "fuzz" / "executor" / "svmfuzz-executor", log)
+        return cls(base.qemu, k, i / "initramfs.cpio")
+
     def accel_key(self) -> str:
         """Whether KVM works depends on QEMU and the kernel, not on the initramfs."""
         return cache.Hasher().text("qemu", str(self.qemu.parent)).text("kernel", str(self.kernel)).key()
@@ -113,7 +131,7 @@ def choose_accel(requested: str, artifacts: Artifacts, workdir: Path, log) -> st
 
 def config_from_args(args, run: str, log) -> "native.VmConfig":
     build = Path(args.build_dir)
-    artifacts = Artifacts.from_build(build, args.qemu_flavour)
+    artifacts = Artifacts.for_kernel(build, args.qemu_flavour, None, args.kernel_profile, log)
     workdir = Path(args.workdir) if args.workdir else build / "vm"
     accel = choose_accel(args.accel, artifacts, workdir, log)
     return config(artifacts, workdir, accel=accel, cpus=args.cpus, memory=args.memory,

@@ -2,9 +2,15 @@
 svmfuzz, built once per source and config; plus the static hmm-tests selftest
 from the same tree.
 
-The kernel build directory is kept per source tree and compiler, so a change
-of config or source rebuilds incrementally; the published artifact is keyed
-by everything that went into it.
+The kernel build directory is kept per source tree, compiler and profile, so a
+change of config or source rebuilds incrementally; the published artifact is
+keyed by everything that went into it.
+
+Profiles: "debug" (KASAN, lockdep, KCOV over the whole kernel with comparison
+operands, what tests and triage run) and "fuzz" (the same, but KCOV only in
+mm/ and the driver, and no comparison operands, which no engine reads): the
+coverage campaigns steer by is where the SVM code is, at a lower cost per
+program.
 """
 
 import os
@@ -20,6 +26,13 @@ DEBIAN_TARBALL = Path("/usr/src/linux-source-6.12.tar.xz")
 FRAGMENT = REPO_ROOT / "guest-driver" / "kernel.config"
 SELFTEST_ALARM = REPO_ROOT / "guest-driver" / "tests" / "hmm_tests_alarm.c"
 RECIPE = "kernel-v2"
+# Each profile's config on top of guest-driver/kernel.config, and the source
+# folders it instruments for KCOV when the whole kernel is not.
+PROFILES = {
+    "debug": ("", ()),
+    "fuzz": ("CONFIG_KCOV_INSTRUMENT_ALL=n\nCONFIG_KCOV_ENABLE_COMPARISONS=n\n", ("mm",)),
+}
+KCOV_MARK = "# svmfuzz: KCOV for the fuzz profile"
 
 
 @dataclass
@@ -79,6 +92,19 @@ def resolve_source(kernel_src: str | None, log) -> KernelSource:
     return KernelSource(dest, f"deb-6.12-{digest}", digest)
 
 
+def tree_of(kernel_dir: Path) -> str | None:
+    """The source a kernel artifact was built from, as build() takes it:
+    None for Debian's linux-source-6.12."""
+    import json
+
+    try:
+        source = Path(json.loads((kernel_dir / cache.STAMP).read_text())["source"])
+    except (OSError, ValueError, KeyError) as e:
+        raise SvmfuzzError(f"{kernel_dir}: no kernel source recorded ({e})") from e
+    default = source.parent == cache_root() / "kernel" / "src" and source.name.startswith("deb-6.12-")
+    return None if default else str(source)
+
+
 def kernel_release(src: Path) -> str:
     fields = {}
     for line in (src / "Makefile").read_text().splitlines()[:10]:
@@ -118,14 +144,27 @@ def missing_options(wanted: dict[str, str], config_text: str) -> list[str]:
     return missing
 
 
-def configure(src: Path, bdir: Path, make: list[str], log_file: Path, log) -> None:
-    fragment = FRAGMENT.read_text()
+def instrument_folders(src: Path, folders: tuple[str, ...]) -> None:
+    """KCOV for `folders` of `src` even when CONFIG_KCOV_INSTRUMENT_ALL is off.
+    A no-op for a kernel that instruments everything: a folder's setting only
+    stands in for the global one, and a file's own (mm/ keeps some out) wins."""
+    for folder in folders:
+        makefile = src / folder / "Makefile"
+        text = makefile.read_text()
+        if KCOV_MARK not in text:
+            makefile.write_text(f"{KCOV_MARK}\nKCOV_INSTRUMENT := y\n{text}")
+
+
+def configure(src: Path, bdir: Path, make: list[str], log_file: Path, log,
+              profile: str = "debug") -> None:
+    fragment = FRAGMENT.read_text() + PROFILES[profile][0]
     base = src / "kernel" / "configs" / "kvm_guest.config"
     stamp = bdir / "svmfuzz-config.key"
     key = cache.Hasher().text("fragment", fragment).file("kvm_guest", base).key()
     if stamp.is_file() and stamp.read_text() == key and (bdir / ".config").is_file():
         return
-    log("kernel: configuring defconfig + kvm_guest.config + guest-driver/kernel.config")
+    log("kernel: configuring defconfig + kvm_guest.config + guest-driver/kernel.config"
+        + ("" if profile == "debug" else f" + the {profile} profile"))
     cache.run([*make, "defconfig"], log_file)
     merged = bdir / "svmfuzz-fragment.config"
     merged.write_text(base.read_text() + "\n" + fragment)
@@ -139,13 +178,22 @@ def configure(src: Path, bdir: Path, make: list[str], log_file: Path, log) -> No
     stamp.write_text(key)
 
 
-def build(kernel_src: str | None, log, jobs: int | None = None) -> Path:
+def build(kernel_src: str | None, log, jobs: int | None = None, profile: str = "debug") -> Path:
+    if profile not in PROFILES:
+        raise SvmfuzzError(f"unknown kernel profile {profile!r}: choose from "
+                           f"{', '.join(PROFILES)}")
     src = resolve_source(kernel_src, log)
     gcc = cache.tool_version("gcc")
+    suffix = "" if profile == "debug" else f"-{profile}"
     bdir = cache_root() / "kernel" / "build" / \
-        f"{src.name}-{cache.Hasher().text('cc', gcc).key()[:8]}"
-    key = (cache.Hasher().text("recipe", RECIPE).text("source", src.fingerprint)
-           .file("fragment", FRAGMENT).file("alarm", SELFTEST_ALARM).text("cc", gcc).key())
+        f"{src.name}{suffix}-{cache.Hasher().text('cc', gcc).key()[:8]}"
+    h = (cache.Hasher().text("recipe", RECIPE).text("source", src.fingerprint)
+         .file("fragment", FRAGMENT).file("alarm", SELFTEST_ALARM).text("cc", gcc))
+    if profile != "debug":
+        # The debug key stays what it was: its builds are reused as they are.
+        config, folders = PROFILES[profile]
+        h.text("profile", profile).text("profile config", config).text("kcov", " ".join(folders))
+    key = h.key()
 
     def fill(out: Path) -> dict:
         bdir.mkdir(parents=True, exist_ok=True)
@@ -155,8 +203,9 @@ def build(kernel_src: str | None, log, jobs: int | None = None) -> Path:
         if (src.path / ".config").exists():
             raise SvmfuzzError(f"{src.path} has been configured in-tree; "
                                "svmfuzz builds out of tree: run 'make mrproper' there first")
-        configure(src.path, bdir, make, log_file, log)
-        log(f"kernel: building {kernel_release(src.path)} in {bdir} "
+        instrument_folders(src.path, PROFILES[profile][1])
+        configure(src.path, bdir, make, log_file, log, profile)
+        log(f"kernel: building {kernel_release(src.path)} ({profile}) in {bdir} "
             f"(about 12 minutes on 2 cores the first time; log: {log_file})")
         cache.run([*make, "bzImage", "modules"], log_file)
         for name in ("arch/x86/boot/bzImage", "vmlinux", "System.map", ".config"):
@@ -176,6 +225,6 @@ def build(kernel_src: str | None, log, jobs: int | None = None) -> Path:
                    "-Wl,--wrap=alarm", "hmm-tests.c", SELFTEST_ALARM, "-o", out / "hmm-tests"],
                   log_file, cwd=folder)
         return {"release": kernel_release(src.path), "source": str(src.path),
-                "build_dir": str(bdir), "compiler": gcc}
+                "build_dir": str(bdir), "compiler": gcc, "profile": profile}
 
     return cache.publish("kernel", key, fill, log)

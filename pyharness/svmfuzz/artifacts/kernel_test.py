@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from svmfuzz.artifacts import kernel
@@ -32,3 +34,45 @@ def test_a_debian_source_is_named_and_a_missing_one_said(tmp_path, monkeypatch):
                         ("linux-source-6.1", tmp_path / "linux-source-6.1.tar.xz"))
     with pytest.raises(SvmfuzzError, match="install the Debian package linux-source-6.1"):
         kernel.resolve_source("debian-6.1", print)
+
+
+def test_the_fuzz_profile_limits_kcov_and_keeps_the_debug_options():
+    config, folders = kernel.PROFILES["fuzz"]
+    wanted = kernel.parse_fragment(kernel.FRAGMENT.read_text() + config)
+    assert wanted["CONFIG_KCOV_INSTRUMENT_ALL"] == "n"
+    assert wanted["CONFIG_KCOV_ENABLE_COMPARISONS"] == "n"
+    for oracle in ("CONFIG_KASAN", "CONFIG_PROVE_LOCKING", "CONFIG_KCOV"):
+        assert wanted[oracle] == "y", oracle
+    assert folders == ("mm",)
+    assert kernel.PROFILES["debug"] == ("", ())
+
+
+def test_folders_are_instrumented_once_ahead_of_their_own_settings(tmp_path):
+    mm = tmp_path / "mm"
+    mm.mkdir()
+    (mm / "Makefile").write_text("KCOV_INSTRUMENT_slub.o := n\nobj-y += slub.o\n")
+    kernel.instrument_folders(tmp_path, ("mm",))
+    kernel.instrument_folders(tmp_path, ("mm",))
+    text = (mm / "Makefile").read_text()
+    assert text.count("KCOV_INSTRUMENT := y") == 1
+    assert text.index("KCOV_INSTRUMENT := y") < text.index("KCOV_INSTRUMENT_slub.o := n")
+
+
+def test_an_unknown_profile_is_refused():
+    with pytest.raises(SvmfuzzError, match="unknown kernel profile 'fast'"):
+        kernel.build(None, print, profile="fast")
+
+
+def test_the_source_of_a_kernel_artifact(tmp_path, monkeypatch):
+    monkeypatch.setenv("SVMFUZZ_CACHE", str(tmp_path / "cache"))
+    art = tmp_path / "art"
+    art.mkdir()
+    def record_source(src):
+        (art / kernel.cache.STAMP).write_text(json.dumps({"source": src}))
+    record_source(str(kernel.cache_root() / "kernel" / "src" / "deb-6.12-abcd"))
+    assert kernel.tree_of(art) is None
+    record_source("/src/linux")
+    assert kernel.tree_of(art) == "/src/linux"
+    (art / kernel.cache.STAMP).unlink()
+    with pytest.raises(SvmfuzzError, match="no kernel source recorded"):
+        kernel.tree_of(art)

@@ -1,0 +1,77 @@
+"""The fuzz kernel profile in the real guest: KCOV only in mm/ and the
+driver, and no comparison operands, with KASAN and lockdep kept. The same
+driver program gives fewer PCs than on the debug kernel, and each one it
+gives lies in mm/ or the driver.
+
+The first run builds that kernel (about 12 minutes on 2 cores); the cache
+keeps it for later ones.
+"""
+
+import subprocess
+
+import pytest
+
+from svmfuzz import runner, vm
+from svmfuzz.paths import build_dir
+
+pytestmark = pytest.mark.vm
+
+PROGRAM = """
+    mmap buf=0 pages=64 kind=anon prot=rw
+    write buf=0 off=0 pages=64 seed=1
+    mirror buf=0 off=0 pages=64 write=yes
+    migrate_to_dev buf=0 off=0 pages=32
+    dev_read buf=0 off=40 pages=4
+    verify buf=0 off=0 pages=64 seed=1
+    munmap buf=0 off=0 pages=64
+"""
+
+
+def _cover(artifacts: vm.Artifacts, program: bytes, name: str) -> tuple[set[int], str]:
+    cfg = runner.RunnerConfig(vm.config(artifacts, build_dir() / "vm" / f"profile_vm_{name}",
+                                        accel="tcg"))
+    with runner.Runner(cfg, print) as r:
+        o = r.run(program)
+        assert o.findings == [] and o.result is not None, runner.describe(o)
+        assert o.result.status == 0, runner.describe(o)
+        return set(o.result.cover) | set(o.result.remote_cover), o.life.console_log.read_text()
+
+
+def _outer_files(vmlinux, pcs: list[int]) -> list[str]:
+    """The file of the function each PC's code was inlined into."""
+    out = subprocess.run(["addr2line", "-a", "-i", "-e", str(vmlinux),
+                          *(hex(pc) for pc in pcs)], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    files, current = [], None
+    for line in out:
+        if line.startswith("0x"):
+            if current is not None:
+                files.append(current)
+            current = ""
+        else:
+            current = line
+    files.append(current)
+    return files
+
+
+def test_the_fuzz_kernel_covers_mm_and_the_driver_only(guest_artifacts, svmprog, tmp_path):
+    program = runner.encode_texts({"p": PROGRAM}, tmp_path, svmprog)["p"]
+    fuzz = vm.Artifacts.for_kernel(build_dir(), "release", None, "fuzz", print)
+    config = (fuzz.kernel / ".config").read_text()
+    assert "# CONFIG_KCOV_INSTRUMENT_ALL is not set" in config
+    assert "# CONFIG_KCOV_ENABLE_COMPARISONS is not set" in config
+    for oracle in ("CONFIG_KASAN=y", "CONFIG_PROVE_LOCKING=y", "CONFIG_KCOV=y"):
+        assert oracle in config, oracle
+
+    debug_pcs, _ = _cover(guest_artifacts, program, "debug")
+    fuzz_pcs, console = _cover(fuzz, program, "fuzz")
+    driver = {pc for pc in fuzz_pcs if pc >= 0xffffffffa0000000}
+    kernel = sorted(pc for pc in fuzz_pcs if pc < 0xffffffffa0000000)
+    print(f"profile_vm: {len(debug_pcs)} PCs on the debug kernel, {len(fuzz_pcs)} on the "
+          f"fuzz kernel ({len(driver)} in the driver)")
+    assert driver, "the driver is not instrumented on the fuzz kernel"
+    assert kernel and len(fuzz_pcs) < len(debug_pcs)
+    files = _outer_files(fuzz.kernel / "vmlinux", kernel[:: max(1, len(kernel) // 200)])
+    outside = [f for f in files if "/mm/" not in f]
+    assert not outside, outside[:10]
+    assert "Linux version" in console
