@@ -94,11 +94,11 @@ static int svmdev_ioc_range(struct svmdev_mirror *mirror, unsigned int cmd,
 	if (ret)
 		return ret;
 	switch (cmd) {
-	case SVMDEV_IOC_MIRROR:
+	case SVMDEV_IOC_MAP_PRESENT:
 		ret = svmdev_mirror_fault(mirror, start, end, false, false,
 					  &done, &retries);
 		break;
-	case SVMDEV_IOC_PREFETCH:
+	case SVMDEV_IOC_MIRROR:
 		ret = svmdev_mirror_fault(mirror, start, end,
 					  op.flags & SVMDEV_RANGE_F_WRITE, true,
 					  &done, &retries);
@@ -294,8 +294,8 @@ static long svmdev_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
 		return -EIO;
 
 	switch (cmd) {
+	case SVMDEV_IOC_MAP_PRESENT:
 	case SVMDEV_IOC_MIRROR:
-	case SVMDEV_IOC_PREFETCH:
 	case SVMDEV_IOC_MIGRATE:
 	case SVMDEV_IOC_EXCLUSIVE:
 	case SVMDEV_IOC_RELEASE:

@@ -1,6 +1,5 @@
 #include "campaign/campaign.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -483,25 +482,6 @@ std::string InputHash(const uint8_t* data, size_t size) {
   char hex[17];
   std::snprintf(hex, sizeof(hex), "%016llx", static_cast<unsigned long long>(h));
   return hex;
-}
-
-int KillStrayVms(const fs::path& vm_workdir) {
-  const std::string mark = "path=" + (vm_workdir / "").string();
-  int killed = 0;
-  DIR* proc = opendir("/proc");
-  if (proc == nullptr) return 0;
-  while (const dirent* e = readdir(proc)) {
-    char* end = nullptr;
-    const long pid = std::strtol(e->d_name, &end, 10);
-    if (*end != '\0' || pid <= 0 || pid == getpid()) continue;
-    const std::string cmdline = ReadFile(fs::path("/proc") / e->d_name / "cmdline");
-    if (cmdline.find(mark) != std::string::npos && cmdline.find("svmfuzz.run=") != std::string::npos &&
-        kill(static_cast<pid_t>(pid), SIGKILL) == 0) {
-      killed++;
-    }
-  }
-  closedir(proc);
-  return killed;
 }
 
 std::unique_ptr<Campaign> Campaign::Open(Config cfg, Log log, Judge judge, std::string* error) {

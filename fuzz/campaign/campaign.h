@@ -193,11 +193,6 @@ class Campaign {
   int previous_restores_ = 0;  // of which restored from a snapshot
 };
 
-// QEMU processes whose command line names `vm_workdir` are killed: a harness
-// killed outright (AFL++ ends its persistent child with SIGKILL) leaves its
-// VM behind. Returns how many there were.
-int KillStrayVms(const std::filesystem::path& vm_workdir);
-
 }  // namespace svmfuzz::campaign
 
 #endif  // SVMFUZZ_CAMPAIGN_CAMPAIGN_H_

@@ -698,30 +698,5 @@ TEST_F(CampaignTest, GivesUpOnAGuestThatDoesNotBoot) {
   EXPECT_EQ(c->stats().execs, 0u);
 }
 
-TEST_F(CampaignTest, KillsTheVmsAKilledHarnessLeftBehind) {
-  const fs::path vm = dir_ / "campaign" / "vm";
-  // The marks ride in argv[0] of a sleep that never forks: a shell's child, caught between its
-  // fork and its exec, would carry the same command line and be counted twice.
-  const std::string stray_name = "file,id=con,path=" +
-                                 (vm / "vm0-life000.console.log").string() +
-                                 " svmfuzz.run=executor";
-  const char* argv[] = {stray_name.c_str(), "60", nullptr};
-  pid_t stray;
-  ASSERT_EQ(posix_spawn(&stray, "/bin/sleep", nullptr, nullptr, const_cast<char**>(argv), environ),
-            0);
-  const char* other_argv[] = {"path=/elsewhere/vm/x svmfuzz.run=executor", "60", nullptr};
-  pid_t other;
-  ASSERT_EQ(posix_spawn(&other, "/bin/sleep", nullptr, nullptr, const_cast<char**>(other_argv),
-                        environ),
-            0);
-  EXPECT_EQ(KillStrayVms(vm), 1);
-  int status = 0;
-  ASSERT_EQ(waitpid(stray, &status, 0), stray);
-  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
-  EXPECT_EQ(waitpid(other, &status, WNOHANG), 0);
-  kill(other, SIGKILL);
-  waitpid(other, &status, 0);
-}
-
 }  // namespace
 }  // namespace svmfuzz::campaign

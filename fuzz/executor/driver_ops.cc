@@ -247,10 +247,10 @@ OpOutcome RunDriverOp(const Op& op, Buffers* buffers, Device* device, const Host
   switch (op.code) {
     case OpCode::kMirror:
       // Fault the range in and map it in the device (hmm_range_fault with faulting).
-      return range(SVMDEV_IOC_PREFETCH, a[3] ? SVMDEV_RANGE_F_WRITE : 0);
-    case OpCode::kPrefetch:
+      return range(SVMDEV_IOC_MIRROR, a[3] ? SVMDEV_RANGE_F_WRITE : 0);
+    case OpCode::kMapPresent:
       // Map what the CPU already maps, without faulting.
-      return range(SVMDEV_IOC_MIRROR, 0);
+      return range(SVMDEV_IOC_MAP_PRESENT, 0);
     case OpCode::kMigrateToDevice:
       return range(SVMDEV_IOC_MIGRATE, 0);
     case OpCode::kMigrateToSystem:

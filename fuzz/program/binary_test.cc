@@ -63,10 +63,10 @@ TEST(Binary, DriverFileSharesTheThreadByte) {
       "mmap buf=0 pages=1 kind=anon prot=rw\n"
       "thread_create tid=2\n"
       "open_dev file=3 dev=0 personality=slow\n"
-      "@2 prefetch buf=0 off=0 pages=1 file=3\n");
+      "@2 map_present buf=0 off=0 pages=1 file=3\n");
   const std::vector<uint8_t> bytes = Encode(p);
   const std::vector<uint8_t> tail(bytes.end() - 7, bytes.end());
-  EXPECT_EQ(tail, (std::vector<uint8_t>{Byte(OpCode::kPrefetch), 0x32, 0, 0, 0, 1, 0}));
+  EXPECT_EQ(tail, (std::vector<uint8_t>{Byte(OpCode::kMapPresent), 0x32, 0, 0, 0, 1, 0}));
   const uint8_t mmap_1[] = {Byte(OpCode::kMmap), 0, 0, 1, 0, 0, 3};
   const uint8_t t = Byte(OpCode::kThreadCreate), y = Byte(OpCode::kYield);
   const auto with_threads = [&](std::initializer_list<uint8_t> rest) {
@@ -79,11 +79,11 @@ TEST(Binary, DriverFileSharesTheThreadByte) {
       "mmap buf=0 pages=1 kind=anon prot=rw\nthread_create tid=1\n"
       "thread_create tid=2\n";
   // A record of before files: its thread byte names file 0, as its ops always used.
-  EXPECT_EQ(with_threads({Byte(OpCode::kPrefetch), 1, 0, 0, 0, 1, 0}),
-            head + "@1 prefetch buf=0 off=0 pages=1\n");
+  EXPECT_EQ(with_threads({Byte(OpCode::kMapPresent), 1, 0, 0, 0, 1, 0}),
+            head + "@1 map_present buf=0 off=0 pages=1\n");
   // File 1 is not open: file 0, on thread 1 (the low nibble).
-  EXPECT_EQ(with_threads({Byte(OpCode::kPrefetch), 0x11, 0, 0, 0, 1, 0}),
-            head + "@1 prefetch buf=0 off=0 pages=1\n");
+  EXPECT_EQ(with_threads({Byte(OpCode::kMapPresent), 0x11, 0, 0, 0, 1, 0}),
+            head + "@1 map_present buf=0 off=0 pages=1\n");
   // An op without a file reduces the whole byte, as before: {main, 1, 2}[17 % 3].
   EXPECT_EQ(with_threads({y, 0x11}), head + "@2 yield\n");
 }

@@ -52,7 +52,7 @@ std::string CString(std::string_view s) {
 // Why test_hmm cannot do what `op` asks, or "" if it can.
 std::string TestHmmRefusal(const Op& op) {
   switch (op.code) {
-    case OpCode::kPrefetch:
+    case OpCode::kMapPresent:
       return "test_hmm has no mirror of what the CPU maps without faulting";
     case OpCode::kDeviceAtomic:
       return "test_hmm has no device atomic";
@@ -264,9 +264,9 @@ class Generator {
         if (hmm_)
           return {"HMM_DMIRROR_READ faults the range in (hmm_range_fault) and maps it in the",
                   "mirror's page table; the copy it makes is not used"};
-        return {"SVMDEV_IOC_PREFETCH: fault the range in, then map it in the device"};
-      case OpCode::kPrefetch:
-        return {"SVMDEV_IOC_MIRROR: map what the CPU maps already, without faulting"};
+        return {"SVMDEV_IOC_MIRROR: fault the range in, then map it in the device"};
+      case OpCode::kMapPresent:
+        return {"SVMDEV_IOC_MAP_PRESENT: map what the CPU maps already, without faulting"};
       case OpCode::kDeviceAccess:
       case OpCode::kFaultStorm:
       case OpCode::kDelayAcks:
@@ -320,10 +320,10 @@ class Generator {
       case OpCode::kMirror:
         if (hmm_ && a[3]) return dmirror("HMM_DMIRROR_READ", "HMM_DMIRROR_WRITE", "PAGE");
         if (hmm_) return dmirror("HMM_DMIRROR_READ", "0", "PAGE");
-        return "svm_range(" + file + ", " + range + ", SVMDEV_IOC_PREFETCH, " +
+        return "svm_range(" + file + ", " + range + ", SVMDEV_IOC_MIRROR, " +
                (a[3] ? "SVMDEV_RANGE_F_WRITE" : "0") + ")";
-      case OpCode::kPrefetch:
-        return "svm_range(" + file + ", " + range + ", SVMDEV_IOC_MIRROR, 0)";
+      case OpCode::kMapPresent:
+        return "svm_range(" + file + ", " + range + ", SVMDEV_IOC_MAP_PRESENT, 0)";
       case OpCode::kMigrateToDevice:
         if (hmm_)
           return dmirror("HMM_DMIRROR_MIGRATE_TO_DEV", "0", "PAGE");

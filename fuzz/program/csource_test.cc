@@ -141,7 +141,7 @@ TEST(CSource, TestHmmNamesTheFirstOpItCannotExpress) {
       "mmap buf=0 pages=4 kind=anon prot=rw\n"
       "fork wait=yes {\n"
       "  migrate_to_dev buf=0 off=0 pages=4\n"
-      "  prefetch buf=0 off=0 pages=4\n"
+      "  map_present buf=0 off=0 pages=4\n"
       "}\n"
       "dev_atomic buf=0 off=0 pages=1\n");
   CSourceOptions options;
@@ -149,7 +149,7 @@ TEST(CSource, TestHmmNamesTheFirstOpItCannotExpress) {
   std::string error;
   EXPECT_FALSE(GenerateC(program, options, &error).has_value());
   EXPECT_EQ(error,
-            "op 3 (prefetch buf=0 off=0 pages=4): test_hmm cannot express it: test_hmm has no "
+            "op 3 (map_present buf=0 off=0 pages=4): test_hmm cannot express it: test_hmm has no "
             "mirror of what the CPU maps without faulting");
   EXPECT_FALSE(GenerateC(MustParse("open_dev file=1 dev=0 personality=slow\n"), options, &error));
   EXPECT_NE(error.find("op 0 (open_dev file=1 dev=0 personality=slow)"), std::string::npos);

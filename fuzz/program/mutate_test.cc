@@ -282,7 +282,7 @@ TEST(Mutator, RetagThreadMovesOpsBetweenRunningThreads) {
 TEST(Mutator, RetagFileMovesDriverOpsBetweenUsableFiles) {
   const Program p = MustParse(
       "mmap buf=0 pages=4 kind=anon prot=rw\nopen_dev file=2 dev=1 personality=slow\n"
-      "prefetch buf=0 off=0 pages=4\ntouch buf=0 off=0 pages=1\n");
+      "map_present buf=0 off=0 pages=4\ntouch buf=0 off=0 pages=1\n");
   EXPECT_EQ(ForSeeds(Mutation::kRetagFile, p, 100,
                      [&](const Program& q) { EXPECT_EQ(q.ops[2].file, 2u); }),
             100);

@@ -45,7 +45,7 @@ enum class OpCode : uint8_t {
   kVerify,
   // Guest driver ioctls.
   kMirror,
-  kPrefetch,
+  kMapPresent,
   kMigrateToDevice,
   kMigrateToSystem,
   kDeviceRead,

@@ -90,6 +90,12 @@ class Parser {
     const std::string name = ReadWord();
     if (name.empty()) Fail("expected an op name, found " + Found());
     const OpDesc* d = FindOp(name);
+    // An op renamed since programs were first written: saying so beats a
+    // silent change of meaning (the binary form keeps its opcode).
+    if (!d && name == "prefetch")
+      Fail("unknown op 'prefetch': it mapped what the CPU maps without faulting, and is now "
+           "'map_present' ('mirror' faults the range in)",
+           name_at);
     if (!d) Fail("unknown op " + Quote(name), name_at);
     op->code = d->code;
 

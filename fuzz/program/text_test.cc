@@ -115,6 +115,7 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         Malformed{"mmap buf=0 pages=16 kind=anon\n", 1, 30, "expected argument 'prot' of mmap"},
         Malformed{"yield\nfrob x=1\n", 2, 1, "unknown op 'frob'"},
+        Malformed{"prefetch buf=0 off=0 pages=1\n", 1, 1, "is now 'map_present'"},
         Malformed{"mmap buf=0 pages=0 kind=anon prot=rw", 1, 18, "pages=0 is not in [1, 1024]"},
         Malformed{"mmap buf=0 pages=16 kind=anonymous prot=rw", 1, 26,
                   "kind=anonymous: expected one of anon, shared, file, file_shared, huge, hugetlb"},

@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -77,6 +80,31 @@ class StandInTest : public ::testing::Test {
   std::vector<std::string> logged_;
   Log log_ = [this](const std::string& line) { logged_.push_back(line); };
 };
+
+TEST_F(StandInTest, KillsTheVmsOfItsWorkdirThatAKilledProcessLeftBehind) {
+  const fs::path vm = dir_ / "campaign" / "vm";
+  // The marks ride in argv[0] of a sleep that never forks: a shell's child, caught between its
+  // fork and its exec, would carry the same command line and be counted twice.
+  const std::string stray_name = "file,id=con,path=" +
+                                 (vm / "vm0-life000.console.log").string() +
+                                 " svmfuzz.run=executor";
+  const char* argv[] = {stray_name.c_str(), "60", nullptr};
+  pid_t stray;
+  ASSERT_EQ(posix_spawn(&stray, "/bin/sleep", nullptr, nullptr, const_cast<char**>(argv), environ),
+            0);
+  const char* other_argv[] = {"path=/elsewhere/vm/x svmfuzz.run=executor", "60", nullptr};
+  pid_t other;
+  ASSERT_EQ(posix_spawn(&other, "/bin/sleep", nullptr, nullptr, const_cast<char**>(other_argv),
+                        environ),
+            0);
+  EXPECT_EQ(KillStrayVms(vm), 1);
+  int status = 0;
+  ASSERT_EQ(waitpid(stray, &status, 0), stray);
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+  EXPECT_EQ(waitpid(other, &status, WNOHANG), 0);
+  kill(other, SIGKILL);
+  waitpid(other, &status, 0);
+}
 
 TEST_F(StandInTest, ArgvIsQemusCommandLine) {
   vm_.qemu = "/q/qemu-system-x86_64";

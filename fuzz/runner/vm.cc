@@ -1,5 +1,6 @@
 #include "runner/vm.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -471,6 +472,25 @@ std::shared_ptr<DevCtl> Vm::ControlChannel(int index, double timeout, std::strin
     }
     Sleep(kConnectRetrySeconds);
   }
+}
+
+int KillStrayVms(const std::filesystem::path& vm_workdir) {
+  const std::string mark = "path=" + (vm_workdir / "").string();
+  int killed = 0;
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return 0;
+  while (const dirent* e = readdir(proc)) {
+    char* end = nullptr;
+    const long pid = std::strtol(e->d_name, &end, 10);
+    if (*end != '\0' || pid <= 0 || pid == getpid()) continue;
+    const std::string cmdline = ReadFile(std::string("/proc/") + e->d_name + "/cmdline");
+    if (cmdline.find(mark) != std::string::npos && cmdline.find("svmfuzz.run=") != std::string::npos &&
+        kill(static_cast<pid_t>(pid), SIGKILL) == 0) {
+      killed++;
+    }
+  }
+  closedir(proc);
+  return killed;
 }
 
 }  // namespace svmfuzz

@@ -125,6 +125,11 @@ class Vm {
   proto::Ready ready_;
 };
 
+// QEMU processes whose command line names `vm_workdir` are killed: a process
+// killed outright (AFL++ ends its persistent child with SIGKILL) leaves its
+// VM behind. Returns how many there were.
+int KillStrayVms(const std::filesystem::path& vm_workdir);
+
 }  // namespace svmfuzz
 
 #endif  // SVMFUZZ_RUNNER_VM_H_

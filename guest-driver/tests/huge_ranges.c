@@ -210,8 +210,8 @@ static void svmdev_cases(int fd, uint64_t ts, uint8_t *flags)
 	uint64_t all = ts / PAGE, rest = (ts - sparse[0]) / PAGE;
 
 	/* The whole address space: the holes cost nothing, the pages get mapped. */
-	if (!range_case("mirror_all", fd, SVMDEV_IOC_MIRROR, 0, all, 0))
-		report_sparse("mirror_all", fd);
+	if (!range_case("map_present_all", fd, SVMDEV_IOC_MAP_PRESENT, 0, all, 0))
+		report_sparse("map_present_all", fd);
 	if (!range_case("release_all", fd, SVMDEV_IOC_RELEASE, 0, all, 0))
 		report_sparse("release_all", fd);
 	range_case("release_last_page", fd, SVMDEV_IOC_RELEASE, ts - PAGE, 1, 0);
@@ -221,15 +221,15 @@ static void svmdev_cases(int fd, uint64_t ts, uint8_t *flags)
 	range_case("release_wrap", fd, SVMDEV_IOC_RELEASE, WRAP_ADDR, 2, 0);
 	range_case("release_npages_wrap", fd, SVMDEV_IOC_RELEASE, PAGE, NPAGES_WRAP, 0);
 	range_case("release_npages_max", fd, SVMDEV_IOC_RELEASE, 0, UINT64_MAX, 0);
-	range_case("mirror_past", fd, SVMDEV_IOC_MIRROR, ts, 1, 0);
-	range_case("mirror_kernel", fd, SVMDEV_IOC_MIRROR, KERNEL_ADDR, 512, 0);
-	range_case("mirror_wrap", fd, SVMDEV_IOC_MIRROR, WRAP_ADDR, 2, 0);
-	range_case("mirror_npages_wrap", fd, SVMDEV_IOC_MIRROR, PAGE, NPAGES_WRAP, 0);
+	range_case("map_present_past", fd, SVMDEV_IOC_MAP_PRESENT, ts, 1, 0);
+	range_case("map_present_kernel", fd, SVMDEV_IOC_MAP_PRESENT, KERNEL_ADDR, 512, 0);
+	range_case("map_present_wrap", fd, SVMDEV_IOC_MAP_PRESENT, WRAP_ADDR, 2, 0);
+	range_case("map_present_npages_wrap", fd, SVMDEV_IOC_MAP_PRESENT, PAGE, NPAGES_WRAP, 0);
 
 	/* From a mapped page to TASK_SIZE: a faulting range stops at the first hole. */
-	range_case("prefetch_all", fd, SVMDEV_IOC_PREFETCH, sparse[0], rest,
+	range_case("mirror_all", fd, SVMDEV_IOC_MIRROR, sparse[0], rest,
 		   SVMDEV_RANGE_F_WRITE);
-	range_case("prefetch_wrap", fd, SVMDEV_IOC_PREFETCH, WRAP_ADDR, 2, 0);
+	range_case("mirror_wrap", fd, SVMDEV_IOC_MIRROR, WRAP_ADDR, 2, 0);
 	range_case("migrate_all", fd, SVMDEV_IOC_MIGRATE, sparse[0], rest, 0);
 	range_case("migrate_to_sys_all", fd, SVMDEV_IOC_MIGRATE, sparse[0], rest,
 		   SVMDEV_RANGE_F_TO_SYS);
@@ -314,7 +314,7 @@ int main(void)
 	}
 
 	/* Mirrored once more, then unmapped: invalidations for the balance check. */
-	range_case("mirror_all_again", fd, SVMDEV_IOC_MIRROR, 0, ts / PAGE, 0);
+	range_case("map_present_all_again", fd, SVMDEV_IOC_MAP_PRESENT, 0, ts / PAGE, 0);
 	for (i = 0; i < NSPARSE; i++)
 		munmap((void *)(uintptr_t)sparse[i], PAGE);
 	if (ioctl(fd, SVMDEV_IOC_CHECK, &c))

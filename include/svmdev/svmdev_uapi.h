@@ -50,12 +50,12 @@ struct svmdev_bind {
 };
 
 /*
- * SVMDEV_IOC_{MIRROR,PREFETCH,MIGRATE,EXCLUSIVE,RELEASE} flags.
- * MIRROR maps what the CPU already maps (no CPU faults); PREFETCH faults the
- * range in first; RELEASE drops the device mappings of the range, or with
+ * SVMDEV_IOC_{MAP_PRESENT,MIRROR,MIGRATE,EXCLUSIVE,RELEASE} flags.
+ * MAP_PRESENT maps what the CPU already maps (no CPU faults); MIRROR faults
+ * the range in first (hmm_range_fault), as test_hmm's mirror does; RELEASE drops the device mappings of the range, or with
  * npages == 0 evicts every page of the device's memory to system memory.
  */
-#define SVMDEV_RANGE_F_WRITE	(1u << 0)	/* PREFETCH: ask for write access */
+#define SVMDEV_RANGE_F_WRITE	(1u << 0)	/* MIRROR: ask for write access */
 #define SVMDEV_RANGE_F_TO_SYS	(1u << 1)	/* MIGRATE: device -> system (else system -> device) */
 
 /**
@@ -205,8 +205,8 @@ struct svmdev_counters {
 
 #define SVMDEV_IOC_MAGIC	'S'
 #define SVMDEV_IOC_BIND		_IOWR(SVMDEV_IOC_MAGIC, 0x00, struct svmdev_bind)
-#define SVMDEV_IOC_MIRROR	_IOWR(SVMDEV_IOC_MAGIC, 0x01, struct svmdev_range_op)
-#define SVMDEV_IOC_PREFETCH	_IOWR(SVMDEV_IOC_MAGIC, 0x02, struct svmdev_range_op)
+#define SVMDEV_IOC_MAP_PRESENT	_IOWR(SVMDEV_IOC_MAGIC, 0x01, struct svmdev_range_op)
+#define SVMDEV_IOC_MIRROR	_IOWR(SVMDEV_IOC_MAGIC, 0x02, struct svmdev_range_op)
 #define SVMDEV_IOC_MIGRATE	_IOWR(SVMDEV_IOC_MAGIC, 0x03, struct svmdev_range_op)
 #define SVMDEV_IOC_ACCESS	_IOWR(SVMDEV_IOC_MAGIC, 0x04, struct svmdev_access)
 #define SVMDEV_IOC_SNAPSHOT	_IOWR(SVMDEV_IOC_MAGIC, 0x05, struct svmdev_snapshot)

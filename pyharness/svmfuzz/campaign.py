@@ -33,7 +33,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from svmfuzz import known, protocol, symbolize
+from svmfuzz import known, native, protocol, symbolize
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import REPO_ROOT
 
@@ -326,27 +326,6 @@ def engine_command(engine: str, binary: Path, workdir: Path, seconds: int,
             "-t", str(exec_timeout * 1000), "-m", "none", "--", str(binary)], env
 
 
-def kill_stray_vms(vm_workdir: Path) -> int:
-    """QEMUs of this campaign still running: the AFL++ fork server's child
-    lives in its own session, and killing it leaves its VM behind."""
-    mark = f"path={vm_workdir}/".encode()
-    killed = 0
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if mark in cmdline and b"svmfuzz.run=" in cmdline:
-            try:
-                os.kill(int(proc.name), signal.SIGKILL)
-                killed += 1
-            except ProcessLookupError:
-                pass
-    return killed
-
-
 def _stop(proc: subprocess.Popen) -> None:
     """Ends the engine and whatever it started in its session."""
     for sig, wait in ((signal.SIGINT, STOP_GRACE), (signal.SIGKILL, None)):
@@ -412,7 +391,7 @@ def _fuzz(args, build: Path, workdir: Path, lock: int, log) -> int:
         finally:
             ended = proc.poll() is not None
             _stop(proc)
-            kill_stray_vms(workdir / "vm")
+            native.kill_stray_vms(workdir / "vm")
     elapsed = time.monotonic() - start
     final = progress(workdir, args.engine, elapsed, status)
     execs = final.execs - before.get("execs", 0)

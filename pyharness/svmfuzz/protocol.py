@@ -48,7 +48,7 @@ EXEC_COVER = 1 << 0
 # Names of OpResult.code, the opcodes of fuzz/program/program.h in order.
 OP_NAMES = (
     "mmap", "munmap", "mprotect", "madvise", "mremap", "fork", "thread_create", "thread_join",
-    "touch", "read", "write", "verify", "mirror", "prefetch", "migrate_to_dev", "migrate_to_sys",
+    "touch", "read", "write", "verify", "mirror", "map_present", "migrate_to_dev", "migrate_to_sys",
     "dev_read", "dev_write", "dev_atomic", "snapshot", "exclusive", "release", "dev_access",
     "fault_storm", "delay_acks", "drop_acks", "fail_dma", "fail_nth", "failslab",
     "fail_page_alloc", "drv_fail_alloc", "drv_fail_copy", "oom_kill", "sleep", "yield",

@@ -30,7 +30,7 @@ def test_prog2c_writes_the_program_as_c_with_each_op_above_its_code(tmp_path, sv
     assert rc == 0
     assert "/* 0: mmap buf=0 pages=64 kind=anon prot=rw */" in source
     assert "/* 13: munmap buf=0 off=0 pages=64 */" in source
-    assert "SVMDEV_IOC_PREFETCH" in source and "int main(" in source
+    assert "SVMDEV_IOC_MIRROR" in source and "int main(" in source
     rc, source = prog2c(tmp_path, "--knobs", "break_imbalance=1", "--repeat", "0", str(SMOKE))
     assert rc == 0
     assert "initial_knobs[] = {0, 0, 0, 0, 0, 0, 1, 0};" in source
