@@ -1,8 +1,8 @@
-"""The protocol between the host and the in-guest executor: the Python side of
-fuzz/protocol/protocol.h (layout documented in docs/executor-protocol.md).
-
-Frames are a 12-byte header (magic "SVMF", type, payload length; u32
-little-endian each) and the payload.
+"""What the host's Python reads of the protocol between the host and the
+in-guest executor (fuzz/protocol/protocol.h, docs/executor-protocol.md): the
+executor's results, which the C++ runner hands over as bytes, and the names
+and numbers in them. Framing, requests and device messages are the C++
+runner's alone.
 """
 
 import enum
@@ -11,27 +11,8 @@ from dataclasses import dataclass, field, fields
 
 from svmfuzz.errors import SvmfuzzError
 
-VERSION = 4
-MAGIC = b"SVMF"
-HEADER = struct.Struct("<4sII")
-MAX_PAYLOAD = 16 << 20
-
-
 class ProtocolError(SvmfuzzError):
     pass
-
-
-class Msg(enum.IntEnum):
-    READY = 1
-    PING = 2
-    PONG = 3
-    POWEROFF = 4
-    BYE = 5
-    EXEC = 6
-    RESULT = 7
-    ERROR = 8
-    DEVICE = 9
-    DEVICE_REPLY = 10
 
 
 class Feature(enum.IntFlag):
@@ -42,8 +23,6 @@ class Feature(enum.IntFlag):
     FAILSLAB = 1 << 4
     FAIL_PAGE_ALLOC = 1 << 5
 
-
-EXEC_COVER = 1 << 0
 
 # Names of OpResult.code, the opcodes of fuzz/program/program.h in order.
 OP_NAMES = (
@@ -128,137 +107,6 @@ class OpFlag(enum.IntFlag):
 
 
 END_OF_PROCESS = 0xFFFFFFFF  # Mismatch.op of the check when a process ends
-
-
-def frame(msg: Msg, payload: bytes = b"") -> bytes:
-    return HEADER.pack(MAGIC, int(msg), len(payload)) + payload
-
-
-class FrameReader:
-    """Splits a byte stream into (Msg or int, payload) frames."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    def next(self):
-        """The next complete frame, or None. Raises ProtocolError on a bad header."""
-        if len(self._buf) < HEADER.size:
-            return None
-        magic, kind, length = HEADER.unpack_from(self._buf)
-        if magic != MAGIC or length > MAX_PAYLOAD:
-            bad = self._buf[:HEADER.size]
-            # Skip to the next magic so one torn frame does not lose the stream.
-            at = self._buf.find(MAGIC, 1)
-            # Without a magic, the last bytes may still be the start of one.
-            self._buf = self._buf[at:] if at > 0 else self._buf[-(len(MAGIC) - 1):]
-            raise ProtocolError(f"bad frame header {bad!r}")
-        if len(self._buf) < HEADER.size + length:
-            return None
-        payload = self._buf[HEADER.size:HEADER.size + length]
-        self._buf = self._buf[HEADER.size + length:]
-        try:
-            kind = Msg(kind)
-        except ValueError:
-            pass
-        return kind, payload
-
-
-@dataclass
-class Ready:
-    version: int
-    features: Feature
-    kernel: str
-
-    def encode(self) -> bytes:
-        return struct.pack("<II", self.version, int(self.features)) + self.kernel.encode()
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "Ready":
-        if len(payload) < 8:
-            raise ProtocolError("short READY")
-        version, features = struct.unpack_from("<II", payload)
-        return cls(version, Feature(features), payload[8:].decode(errors="replace"))
-
-
-@dataclass
-class ExecRequest:
-    id: int
-    program: bytes
-    flags: int = EXEC_COVER
-    op_timeout_ms: int = 5000
-    program_timeout_ms: int = 20000
-    cover_cap: int = 65536
-    knobs: Knobs | None = None  # None: the driver's defaults
-
-    _HEAD = struct.Struct("<QIIII")
-
-    def encode(self) -> bytes:
-        knobs = self.knobs.values() if self.knobs is not None else []
-        return (self._HEAD.pack(self.id, self.flags, self.op_timeout_ms, self.program_timeout_ms,
-                                self.cover_cap)
-                + struct.pack(f"<I{len(knobs)}Q", len(knobs), *knobs) + self.program)
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "ExecRequest":
-        head = cls._HEAD.size + 4
-        if len(payload) < head:
-            raise ProtocolError("short EXEC")
-        id_, flags, op_ms, prog_ms, cap = cls._HEAD.unpack_from(payload)
-        (n,) = struct.unpack_from("<I", payload, cls._HEAD.size)
-        if n > len(fields(Knobs)) or len(payload) < head + 8 * n:
-            raise ProtocolError(f"EXEC with {n} knobs")
-        values = struct.unpack_from(f"<{n}Q", payload, head)
-        knobs = Knobs(*values) if n else None
-        return cls(id_, payload[head + 8 * n:], flags, op_ms, prog_ms, cap, knobs)
-
-
-# DeviceReply.status when the host cannot reach the device's control channel;
-# otherwise it is the device's (devctl.Status).
-DEVICE_UNAVAILABLE = 0xFFFFFFFF
-
-
-@dataclass
-class DeviceRequest:
-    """A device action a program asks of the host (docs/executor-protocol.md, "Device actions")."""
-    seq: int
-    op: int       # the program's opcode, an index of OP_NAMES
-    device: int   # the N of /dev/svmdevN
-    ctx: int      # the device context of the process's bound file
-    va: int
-    arg0: int
-    arg1: int
-
-    _S = struct.Struct("<IBBHQQQ")
-
-    def encode(self) -> bytes:
-        return self._S.pack(self.seq, self.op, self.device, self.ctx, self.va, self.arg0, self.arg1)
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "DeviceRequest":
-        if len(payload) != cls._S.size:
-            raise ProtocolError(f"DEVICE of {len(payload)} bytes")
-        return cls(*cls._S.unpack(payload))
-
-
-@dataclass
-class DeviceReply:
-    seq: int
-    status: int
-    value: int = 0
-
-    _S = struct.Struct("<IIQ")
-
-    def encode(self) -> bytes:
-        return self._S.pack(self.seq, self.status, self.value)
-
-    @classmethod
-    def decode(cls, payload: bytes) -> "DeviceReply":
-        if len(payload) != cls._S.size:
-            raise ProtocolError(f"DEVICE_REPLY of {len(payload)} bytes")
-        return cls(*cls._S.unpack(payload))
 
 
 @dataclass

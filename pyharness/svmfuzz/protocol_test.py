@@ -29,10 +29,6 @@ def sample_result() -> p.ExecResult:
         remote_cover=[0xffffffffa0000000], message="why")
 
 
-def test_frame_layout_matches_the_executor():
-    assert p.frame(p.Msg.PING, b"\xaa") == b"SVMF" + bytes([2, 0, 0, 0, 1, 0, 0, 0, 0xaa])
-
-
 def test_result_bytes_match_the_executor():
     assert sample_result().encode().hex() == SAMPLE_RESULT_HEX
     assert p.ExecResult.decode(bytes.fromhex(SAMPLE_RESULT_HEX)) == sample_result()
@@ -53,74 +49,12 @@ def test_huge_counts_are_refused():
         p.ExecResult.decode(data)
 
 
-# Encoded by fuzz/protocol/protocol_test.cc (ExecRequestKnobsLayout) from the same request.
-KNOBS_REQUEST_HEX = (
-    "05000000000000000000000000000000000000000000000008000000000000000000000000000000"
-    "00000000000000000000000000000000000000000100000000000000000000000000000000000000"
-    "00000000000000000000000022")
-
-
-def test_request_knob_bytes_match_the_executor():
-    req = p.ExecRequest(5, b"\x22", 0, 0, 0, 0, p.Knobs(break_livelock=1))
-    assert req.encode().hex() == KNOBS_REQUEST_HEX
-    assert p.ExecRequest.decode(req.encode()) == req
-    # Fewer values leave the rest 0, as in the executor; more are refused.
-    head = bytes.fromhex(KNOBS_REQUEST_HEX)[:24]
-    assert p.ExecRequest.decode(head + struct.pack("<IQ", 1, 3)).knobs == p.Knobs(3)
-    with pytest.raises(p.ProtocolError, match="9 knobs"):
-        p.ExecRequest.decode(head + struct.pack("<I9Q", 9, *range(9)))
-
-
-def test_request_and_ready_round_trip():
-    req = p.ExecRequest(9, b"\x00\x01", p.EXEC_COVER, 100, 200, 300)
-    assert p.ExecRequest.decode(req.encode()) == req
-    assert req.encode()[:8] == (9).to_bytes(8, "little")
-    assert req.encode()[24:28] == bytes(4)  # no knobs: the driver's defaults
-    ready = p.Ready(2, p.Feature.KCOV | p.Feature.FAIL_NTH, "6.12")
-    assert p.Ready.decode(ready.encode()) == ready
-
-
-def test_frame_reader_splits_and_resynchronises():
-    stream = p.frame(p.Msg.PING, b"abc") + b"junkSV" + p.frame(p.Msg.BYE)
-    r = p.FrameReader()
-    frames = []
-    for i in range(len(stream)):
-        r.feed(stream[i:i + 1])
-        while True:
-            try:
-                f = r.next()
-            except p.ProtocolError:
-                frames.append("bad")
-                continue
-            if f is None:
-                break
-            frames.append(f)
-    assert frames == [(p.Msg.PING, b"abc"), "bad", (p.Msg.BYE, b"")]
-
-
 def test_titles():
     assert p.ExecResult(1, p.Status.OK).title() == "ok"
     assert p.ExecResult(1, p.Status.CRASHED, 11).title() == "crashed with signal 11"
     assert p.ExecResult(1, p.Status.HUNG, 3).title() == "hung: op 3 passed its deadline"
     assert p.ExecResult(1, p.Status.STUCK, ord("D")).title() == "stuck in state D after SIGKILL"
     assert p.ExecResult(1, p.Status.OOM_KILLED).title() == "oom-killed"
-
-
-# Encoded by fuzz/protocol/protocol_test.cc (DeviceMessagesLayout).
-DEVICE_REQUEST_HEX = "0403020116010605081000000010000002000000000000000a00000000000000"
-DEVICE_REPLY_HEX = "040302010d000000feffffffffffffff"
-
-
-def test_device_message_bytes_match_the_executor():
-    req = p.DeviceRequest(0x01020304, p.OP_NAMES.index("dev_access"), 1, 0x0506, 0x100000001008,
-                          2, 0x0A)
-    assert req.encode().hex() == DEVICE_REQUEST_HEX
-    assert p.DeviceRequest.decode(bytes.fromhex(DEVICE_REQUEST_HEX)) == req
-    reply = p.DeviceReply(0x01020304, 13, 0xFFFFFFFFFFFFFFFE)
-    assert reply.encode().hex() == DEVICE_REPLY_HEX
-    assert p.DeviceReply.decode(bytes.fromhex(DEVICE_REPLY_HEX)) == reply
-    with pytest.raises(p.ProtocolError):
-        p.DeviceReply.decode(bytes.fromhex(DEVICE_REPLY_HEX) + b"\0")
 
 
 UAPI = Path(__file__).resolve().parents[2] / "include" / "svmdev" / "svmdev_uapi.h"
