@@ -29,8 +29,10 @@ class Supervisor {
   // killer) may take to exit before it counts as stuck. Its op stops
   // counting against the op bound once it is dying: an exit that unmaps
   // device-mapped memory waits on the driver's fences, which have bounds of
-  // their own.
-  static constexpr uint64_t kKilledExitMs = 30000;
+  // their own. A process seen dying just before the program's deadline may
+  // hold the result back by this much, which the host's wait for a result
+  // (runner.h, result_slack) leaves room for.
+  static constexpr uint64_t kKilledExitMs = 15000;
   // For a request that names no program deadline.
   static constexpr uint64_t kDefaultProgramTimeoutMs = 20000;
   // How long the watchdog watches the driver's counters of a program past

@@ -42,7 +42,9 @@ struct RunnerConfig {
   uint32_t program_timeout_ms = 20000;
   bool cover = true;
   uint32_t cover_cap = 65536;
-  // Seconds past the program's own deadline before the guest counts as hung.
+  // Seconds past the program's own deadline (and the executor's grace for a
+  // killed program, and for a killed child still exiting: Supervisor::
+  // kKilledExitMs) before the guest counts as hung.
   double result_slack = 30;
   // The index of the first life (its console log's name): a resumed campaign
   // keeps the logs of its earlier sessions.
