@@ -174,6 +174,18 @@ bool ParseConfig(const std::string& text, Config* out, std::string* error) {
         c.pyharness = value;
       } else if (key == "saved_per_kind") {
         c.saved_per_kind = std::stoi(value);
+      } else if (key == "knobs") {
+        std::istringstream words(value);
+        for (std::string w; words >> w;) {
+          const size_t at = w.find('=');
+          const auto* names = std::begin(proto::kKnobNames);
+          const auto* name = std::find(names, std::end(proto::kKnobNames), w.substr(0, at));
+          if (at == std::string::npos || name == std::end(proto::kKnobNames))
+            throw std::invalid_argument(w);
+          const size_t index = static_cast<size_t>(name - names);
+          if (c.knobs.size() <= index) c.knobs.resize(index + 1);
+          c.knobs[index] = std::stoull(w.substr(at + 1));
+        }
       } else {
         *error = "line " + std::to_string(number) + ": unknown key " + key;
         return false;
@@ -640,7 +652,7 @@ bool Campaign::Execute(const uint8_t* data, size_t size, uint8_t* map, size_t ma
     size = program.size();
   }
   Outcome outcome;
-  if (!runner_.Run(program, {}, &outcome, error)) {
+  if (!runner_.Run(program, cfg_.knobs, &outcome, error)) {
     stats_.boot_failures++;
     WriteStats();
     return ++failed_boots_ < cfg_.boot_attempts;

@@ -59,13 +59,17 @@ struct Config {
   std::filesystem::path pyharness;  // the Python oracles' package folder (svmfuzz fuzz sets it)
   // Boots that fail in a row before the campaign gives up.
   int boot_attempts = 3;
+  // Test-only driver knobs for every program (ExecRequest.knobs): a campaign
+  // against a planted driver bug. Empty: the driver's defaults.
+  std::vector<uint64_t> knobs;
 };
 
 // "key = value" lines ('#' starts a comment): qemu, kernel, initramfs,
 // workdir (required); vm_workdir (default <workdir>/vm), engine, accel, cpus,
 // memory, devices, vram, append (kernel arguments, space-separated),
 // boot_timeout, op_timeout_ms, program_timeout_ms, reset (reboot or
-// snapshot), stats_seconds, saved_per_kind, pyharness.
+// snapshot), stats_seconds, saved_per_kind, pyharness, knobs (name=value
+// pairs of proto::kKnobNames, space-separated).
 bool ParseConfig(const std::string& text, Config* out, std::string* error);
 bool LoadConfig(const std::filesystem::path& path, Config* out, std::string* error);
 

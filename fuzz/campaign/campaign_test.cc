@@ -91,7 +91,8 @@ TEST(Config, ParsesWhatTheFrontEndWrites) {
                           "workdir = /w\nengine = afl\naccel = tcg\ndevices = 2\ncpus = 1\n"
                           "memory = 1G\nappend = a=1 b\nboot_timeout = 60\n"
                           "op_timeout_ms = 100\nprogram_timeout_ms = 900\nsaved_per_kind = 2\n"
-                          "reset = snapshot\nvram = 8M\npyharness = /src/pyharness\n",
+                          "reset = snapshot\nvram = 8M\npyharness = /src/pyharness\n"
+                          "knobs = fault_delay_ms=7 fail_vram_alloc=2\n",
                           &c, &error))
       << error;
   EXPECT_EQ(c.runner.vm.qemu, "/q");
@@ -108,6 +109,7 @@ TEST(Config, ParsesWhatTheFrontEndWrites) {
   EXPECT_EQ(c.runner.reset, Reset::kSnapshot);
   EXPECT_EQ(c.runner.vm.vram, "8M");
   EXPECT_EQ(c.pyharness, "/src/pyharness");
+  EXPECT_EQ(c.knobs, (std::vector<uint64_t>{2, 0, 7}));
 
   EXPECT_FALSE(ParseConfig("qemu=/q\nkernel=/k\ninitramfs=/i\n", &c, &error));
   EXPECT_EQ(error, "no workdir given");
@@ -115,9 +117,45 @@ TEST(Config, ParsesWhatTheFrontEndWrites) {
   EXPECT_EQ(error, "line 2: bad value for cpus: two");
   EXPECT_FALSE(ParseConfig("colour = red\n", &c, &error));
   EXPECT_EQ(error, "line 1: unknown key colour");
+  EXPECT_FALSE(ParseConfig("knobs = break_everything=1\n", &c, &error));
+  EXPECT_EQ(error, "line 1: bad value for knobs: break_everything=1");
   EXPECT_FALSE(ParseConfig("reset = sometimes\n", &c, &error));
   EXPECT_EQ(error, "line 1: bad value for reset: sometimes");
   EXPECT_FALSE(LoadConfig("/nonexistent/campaign.conf", &c, &error));
+}
+
+// The other way round: what the Python front end (campaign.write_config) writes,
+// this parser reads whole.
+TEST(Config, ReadsWhatThePythonFrontEndWrites) {
+  const fs::path dir = fs::temp_directory_path() / ("svmfuzz-conf-" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string script =
+      "import sys, types; from pathlib import Path; sys.path.insert(0, '" SVMFUZZ_PYHARNESS_DIR
+      "'); from svmfuzz import campaign; "
+      "vm = types.SimpleNamespace(qemu=Path('/q'), kernel=Path('/k'), initramfs=Path('/i'), "
+      "accel='tcg', cpus=1, memory='1G', devices=2, vram='8M', extra_append=['a=1']); "
+      "campaign.write_config(Path(sys.argv[1]), vm, Path(sys.argv[2]), 'afl', 60, 100, 900, "
+      "'reboot', 'break_imbalance=1 fail_copy=3')";
+  const std::string conf = (dir / "campaign.conf").string();
+  const std::string command = std::string(SVMFUZZ_PYTHON) + " -c \"" + script + "\" " + conf +
+                              " " + (dir / "w").string();
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  Config c;
+  std::string error;
+  ASSERT_TRUE(LoadConfig(conf, &c, &error)) << error;
+  EXPECT_EQ(c.runner.vm.qemu, "/q");
+  EXPECT_EQ(c.workdir, dir / "w");
+  EXPECT_EQ(c.runner.vm.workdir, dir / "w" / "vm");
+  EXPECT_EQ(c.engine, "afl");
+  EXPECT_EQ(c.runner.vm.devices, 2);
+  EXPECT_EQ(c.runner.vm.vram, "8M");
+  EXPECT_EQ(c.runner.vm.extra_append, (std::vector<std::string>{"a=1"}));
+  EXPECT_EQ(c.runner.op_timeout_ms, 100u);
+  EXPECT_EQ(c.runner.program_timeout_ms, 900u);
+  EXPECT_EQ(c.runner.reset, Reset::kReboot);
+  EXPECT_EQ(c.pyharness, fs::path(SVMFUZZ_PYHARNESS_DIR));
+  EXPECT_EQ(c.knobs, (std::vector<uint64_t>{0, 3, 0, 0, 0, 0, 1}));
+  fs::remove_all(dir);
 }
 
 TEST(Detector, FindsReportHeadersOnTheConsole) {

@@ -25,8 +25,13 @@ inline constexpr uint32_t kVersion = 4;
 inline constexpr uint32_t kMagic = 0x464d5653;  // "SVMF" on the wire
 inline constexpr size_t kHeaderSize = 12;         // magic, type, payload length
 inline constexpr uint32_t kMaxPayload = 16u << 20;
-// ExecRequest.knobs: at most one value per field of struct svmdev_knobs.
-inline constexpr size_t kMaxKnobs = 8;
+// ExecRequest.knobs: at most one value per field of struct svmdev_knobs,
+// whose names, in order, these are.
+inline constexpr const char* kKnobNames[] = {
+    "fail_vram_alloc", "fail_copy",       "fault_delay_ms",  "break_skip_invalidate",
+    "break_livelock",  "break_leak_page", "break_imbalance", "break_fence_wait"};
+inline constexpr size_t kMaxKnobs = sizeof(kKnobNames) / sizeof(kKnobNames[0]);
+static_assert(kMaxKnobs * sizeof(uint64_t) == sizeof(svmdev_knobs));
 
 enum class MsgType : uint32_t {
   kReady = 1,     // guest -> host, once: Ready

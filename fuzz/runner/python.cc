@@ -408,6 +408,8 @@ PYBIND11_MODULE(svmfuzz_runner, m) {
   });
   m.attr("EXECUTOR_PORT_NAME") = proto::kExecutorPortName;
   m.attr("EXECUTOR_EXITED") = proto::kExecutorExited;
+  m.attr("KNOB_NAMES") = py::tuple(py::cast(std::vector<std::string>(
+      std::begin(proto::kKnobNames), std::end(proto::kKnobNames))));
   m.def("kill_stray_vms", &KillStrayVms, py::arg("vm_workdir"),
         "Kills the QEMUs whose command line names vm_workdir; returns how many.");
   {

@@ -245,7 +245,8 @@ def seed(workdir: Path, seeds: Path, svmprog: Path, log) -> int:
 
 
 def write_config(path: Path, vm_cfg, workdir: Path, engine: str, boot_timeout: float,
-                 op_timeout_ms: int, program_timeout_ms: int, reset: str = "snapshot") -> None:
+                 op_timeout_ms: int, program_timeout_ms: int, reset: str = "snapshot",
+                 knobs: str = "") -> None:
     """The harness's campaign.conf (fuzz/campaign/campaign.h, ParseConfig)."""
     lines = {
         "engine": engine, "qemu": vm_cfg.qemu, "kernel": vm_cfg.kernel,
@@ -257,6 +258,8 @@ def write_config(path: Path, vm_cfg, workdir: Path, engine: str, boot_timeout: f
         # The oracles the harness judges with: this package's, as triage's.
         "pyharness": REPO_ROOT / "pyharness",
     }
+    if knobs.strip():
+        lines["knobs"] = " ".join(knobs.split())
     write_atomic(path, "".join(f"{k} = {v}\n" for k, v in lines.items()))
 
 
@@ -364,8 +367,10 @@ def _fuzz(args, build: Path, workdir: Path, lock: int, log) -> int:
     # The console logs of a campaign are its own (DIR/vm), not --workdir's.
     args.workdir = str(workdir / "vm")
     vm_cfg = config_from_args(args, "executor", log)
+    parse_knobs(getattr(args, "knobs", ""), "--knobs")
     write_config(workdir / "campaign.conf", vm_cfg, workdir, args.engine, args.timeout,
-                 args.op_timeout_ms, args.program_timeout_ms, args.reset)
+                 args.op_timeout_ms, args.program_timeout_ms, args.reset,
+                 getattr(args, "knobs", ""))
     seconds = max(1, int(args.minutes * 60))
     exec_timeout = int(args.timeout + args.program_timeout_ms / 1000 + 60)
     argv, env = engine_command(args.engine, binary, workdir, seconds, exec_timeout, mutator,

@@ -226,6 +226,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="structured: programs mutated as programs, beside the engine's byte "
                          "mutations; bytes: the engine's byte mutations alone, a baseline "
                          "(default: %(default)s)")
+    fz.add_argument("--knobs", default="",
+                    help="test-only driver knobs for every program (\"break_imbalance=1\"): a "
+                         "campaign against a planted driver bug (default: none)")
     fz.add_argument("--op-timeout-ms", type=int, default=5000)
     fz.add_argument("--program-timeout-ms", type=int, default=20000)
     fz.set_defaults(func=_cmd_fuzz)

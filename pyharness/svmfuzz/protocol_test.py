@@ -1,3 +1,4 @@
+import dataclasses
 import re
 import struct
 from pathlib import Path
@@ -77,3 +78,15 @@ def test_counter_layout_is_the_executors():
     assert layout == {"hw": 0, "drv": p.HW_COUNTERS, "mn_starts": p.MN_STARTS,
                       "mn_ends": p.MN_ENDS, "mn_refused": p.MN_REFUSED,
                       "balanced": p.BALANCED, "count": p.BALANCED + 1}
+
+
+def test_knob_names_are_the_uapi_structs_and_the_executors():
+    struct = re.search(r"struct svmdev_knobs \{(.*?)\};", UAPI.read_text(), re.S)[1]
+    members = re.findall(r"__u64 (\w+);", struct)
+    assert [f.name for f in dataclasses.fields(p.Knobs)] == members
+    from svmfuzz import native
+    try:
+        names = native.KNOB_NAMES
+    except Exception as e:  # no runner module built
+        pytest.skip(str(e))
+    assert list(names) == members
