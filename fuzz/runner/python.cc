@@ -408,6 +408,16 @@ PYBIND11_MODULE(svmfuzz_runner, m) {
   });
   m.attr("EXECUTOR_PORT_NAME") = proto::kExecutorPortName;
   m.attr("EXECUTOR_EXITED") = proto::kExecutorExited;
+  {
+    py::dict features;  // of Ready.features
+    features["kcov"] = static_cast<uint32_t>(proto::kFeatureKcov);
+    features["kcov_remote"] = static_cast<uint32_t>(proto::kFeatureKcovRemote);
+    features["driver"] = static_cast<uint32_t>(proto::kFeatureDriver);
+    features["fail_nth"] = static_cast<uint32_t>(proto::kFeatureFailNth);
+    features["failslab"] = static_cast<uint32_t>(proto::kFeatureFailslab);
+    features["fail_page_alloc"] = static_cast<uint32_t>(proto::kFeatureFailPageAlloc);
+    m.attr("FEATURES") = features;
+  }
   m.attr("KNOB_NAMES") = py::tuple(py::cast(std::vector<std::string>(
       std::begin(proto::kKnobNames), std::end(proto::kKnobNames))));
   m.def("kill_stray_vms", &KillStrayVms, py::arg("vm_workdir"),

@@ -151,6 +151,10 @@ def _add_reset_option(p: argparse.ArgumentParser) -> None:
                         "that fails boots (default: %(default)s)")
 
 
+KNOBS_HELP = ("test-only driver knobs, as campaign.conf writes them (\"break_imbalance=1 "
+              "...\"); default: the campaign's, for an input in DIR/crashes")
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svmfuzz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,9 +230,8 @@ def make_parser() -> argparse.ArgumentParser:
                     help="structured: programs mutated as programs, beside the engine's byte "
                          "mutations; bytes: the engine's byte mutations alone, a baseline "
                          "(default: %(default)s)")
-    fz.add_argument("--knobs", default="",
-                    help="test-only driver knobs for every program (\"break_imbalance=1\"): a "
-                         "campaign against a planted driver bug (default: none)")
+    fz.add_argument("--knobs", default="", help=KNOBS_HELP.split(";")[0] + ", for every "
+                    "program: a campaign against a planted driver bug")
     fz.add_argument("--op-timeout-ms", type=int, default=5000)
     fz.add_argument("--program-timeout-ms", type=int, default=20000)
     fz.set_defaults(func=_cmd_fuzz)
@@ -251,8 +254,6 @@ def make_parser() -> argparse.ArgumentParser:
                          "do not (default: %(default)s)")
     tr.set_defaults(func=_cmd_triage)
 
-    knobs_help = ("test-only driver knobs, as campaign.conf writes them (\"break_imbalance=1 "
-                  "...\"); default: the campaign's, for an input in DIR/crashes")
     pc = sub.add_parser("prog2c", help="a program (.svmp) or saved input as a standalone C "
                                        "reproducer for the guest")
     pc.add_argument("program", help="a text program (.svmp) or a fuzzer input")
@@ -263,7 +264,7 @@ def make_parser() -> argparse.ArgumentParser:
     pc.add_argument("--repeat", type=int, default=1,
                     help="runs the reproducer makes by default, 0 until killed "
                          "(default: %(default)s)")
-    pc.add_argument("--knobs", default="", help=knobs_help)
+    pc.add_argument("--knobs", default="", help=KNOBS_HELP)
     pc.add_argument("--build-dir", default=str(build_dir()))
     pc.set_defaults(func=_cmd_prog2c, op_timeout_ms=5000, program_timeout_ms=20000, append="")
 
@@ -277,7 +278,7 @@ def make_parser() -> argparse.ArgumentParser:
                     help="runs of the input, and at most of each step (default: %(default)s)")
     mn.add_argument("--max-steps", type=int, default=300,
                     help="steps that run in the guest, at most (default: %(default)s)")
-    mn.add_argument("--knobs", default="", help=knobs_help)
+    mn.add_argument("--knobs", default="", help=KNOBS_HELP)
     mn.add_argument("--op-timeout-ms", type=int, default=5000,
                     help="when the campaign's own is not known")
     mn.add_argument("--program-timeout-ms", type=int, default=20000,
@@ -326,7 +327,7 @@ def make_parser() -> argparse.ArgumentParser:
     _add_reset_option(rp)
     rp.add_argument("input", help="a text program (.svmp) or a fuzzer input, e.g. DIR/crashes/crash-*")
     rp.add_argument("-n", type=int, default=10, help="runs (default: %(default)s)")
-    rp.add_argument("--knobs", default="", help=knobs_help)
+    rp.add_argument("--knobs", default="", help=KNOBS_HELP)
     rp.add_argument("--op-timeout-ms", type=int, default=5000,
                     help="when the campaign's own is not known")
     rp.add_argument("--program-timeout-ms", type=int, default=20000,

@@ -11,20 +11,13 @@ import subprocess
 
 import pytest
 
-from svmfuzz import runner, vm
+from svmfuzz import bench, runner, vm
 from svmfuzz.paths import build_dir
 
 pytestmark = pytest.mark.vm
 
-PROGRAM = """
-    mmap buf=0 pages=64 kind=anon prot=rw
-    write buf=0 off=0 pages=64 seed=1
-    mirror buf=0 off=0 pages=64 write=yes
-    migrate_to_dev buf=0 off=0 pages=32
-    dev_read buf=0 off=40 pages=4
-    verify buf=0 off=0 pages=64 seed=1
-    munmap buf=0 off=0 pages=64
-"""
+# Ten ops through the driver: mirror, device accesses, migration both ways.
+PROGRAM = bench.PROGRAMS["svm-10"]
 
 
 def _cover(artifacts: vm.Artifacts, program: bytes, name: str) -> tuple[set[int], str]:

@@ -15,15 +15,6 @@ class ProtocolError(SvmfuzzError):
     pass
 
 
-class Feature(enum.IntFlag):
-    KCOV = 1 << 0
-    KCOV_REMOTE = 1 << 1
-    DRIVER = 1 << 2
-    FAIL_NTH = 1 << 3
-    FAILSLAB = 1 << 4
-    FAIL_PAGE_ALLOC = 1 << 5
-
-
 # Names of OpResult.code, the opcodes of fuzz/program/program.h in order.
 OP_NAMES = (
     "mmap", "munmap", "mprotect", "madvise", "mremap", "fork", "thread_create", "thread_join",

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from svmfuzz import native, protocol, vm
+from svmfuzz import native, vm
 from svmfuzz.errors import SvmfuzzError
 from svmfuzz.paths import build_dir
 
@@ -53,7 +53,7 @@ def test_argv_has_each_device_and_the_executor_port(artifacts, tmp_path):
 def test_boot_ping_poweroff(artifacts, tmp_path):
     with native.Vm(config(artifacts, tmp_path)) as v:
         assert v.wait_ready(20) > 0
-        assert v.ready.kernel == "fake" and v.ready.features == protocol.Feature.KCOV
+        assert v.ready.kernel == "fake" and v.ready.features == native.FEATURES["kcov"]
         assert v.ping() < 5
         v.poweroff(20)
         assert v.wait_exit(0) == 0
