@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * /dev/svmdevN: the driver's own interface (include/svmdev/svmdev_uapi.h), used by the
- * in-guest executor. One open file is one svmdev_file; SVMDEV_IOC_BIND ties
- * it to the caller's mm and a device context.
+ * /dev/svmdevN: the driver's own interface (include/svmdev/svmdev_uapi.h),
+ * used by the in-guest executor. One open file is one svmdev_file;
+ * SVMDEV_IOC_BIND ties it to the caller's mm and a device context.
  */
 #include <linux/dma-mapping.h>
 #include <linux/fs.h>
