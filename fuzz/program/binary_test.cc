@@ -5,18 +5,12 @@
 #include <random>
 #include <string>
 
+#include "program/must_parse.h"
 #include "program/text.h"
 #include "program/validate.h"
 
 namespace svmfuzz {
 namespace {
-
-Program MustParse(std::string_view text) {
-  ParseError error;
-  auto p = Parse(text, &error);
-  EXPECT_TRUE(p.has_value()) << error.ToString();
-  return p ? *p : Program{};
-}
 
 uint8_t Byte(OpCode code) { return static_cast<uint8_t>(code); }
 

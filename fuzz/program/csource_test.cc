@@ -11,19 +11,13 @@
 #include <string>
 #include <vector>
 
+#include "program/must_parse.h"
 #include "program/text.h"
 
 namespace svmfuzz {
 namespace {
 
 namespace fs = std::filesystem;
-
-Program MustParse(const std::string& text) {
-  ParseError error;
-  auto p = Parse(text, &error);
-  EXPECT_TRUE(p.has_value()) << error.ToString() << "\n" << text;
-  return p.value_or(Program{});
-}
 
 std::vector<fs::path> CorpusPrograms() {
   std::vector<fs::path> out;

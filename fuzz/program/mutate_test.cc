@@ -9,18 +9,12 @@
 
 #include "program/binary.h"
 #include "program/corpus_files.h"
+#include "program/must_parse.h"
 #include "program/text.h"
 #include "program/validate.h"
 
 namespace svmfuzz {
 namespace {
-
-Program MustParse(std::string_view text) {
-  ParseError error;
-  auto p = Parse(text, &error);
-  EXPECT_TRUE(p.has_value()) << error.ToString();
-  return p ? *p : Program{};
-}
 
 std::vector<Program> Corpus() {
   std::vector<std::string> errors;

@@ -1,3 +1,4 @@
+#include "program/must_parse.h"
 #include "program/text.h"
 
 #include <gtest/gtest.h>
@@ -30,13 +31,6 @@ constexpr const char* kCanonical =
     "thread_join tid=1\n"
     "failslab percent=10 times=5\n"
     "yield\n";
-
-Program MustParse(std::string_view text) {
-  ParseError error;
-  auto p = Parse(text, &error);
-  EXPECT_TRUE(p.has_value()) << error.ToString() << "\n" << text;
-  return p ? *p : Program{};
-}
 
 TEST(Text, CanonicalTextRoundTrips) {
   const Program p = MustParse(kCanonical);

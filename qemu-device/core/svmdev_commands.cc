@@ -6,13 +6,8 @@
 
 #include "svmdev_core_state.h"
 
-using svmdev::core_detail::CheckCopy;
-using svmdev::core_detail::kBounce;
-using svmdev::core_detail::kCaps;
-using svmdev::core_detail::kFromCommand;
-using svmdev::core_detail::kFromHost;
-using svmdev::core_detail::kMaxStalled;
-using svmdev::core_detail::kStatusFault;
+// The core's own types and limits (svmdev_core_state.h).
+using namespace svmdev::core_detail;
 
 // ---- rings ----
 void svmdev_core::Halt(uint64_t addr, const char* msg) {

@@ -8,11 +8,8 @@
 
 #include "svmdev_core_state.h"
 
-using svmdev::core_detail::Ctx;
-using svmdev::core_detail::kDefaultContexts;
-using svmdev::core_detail::kMaxContexts;
-using svmdev::core_detail::kSliceCommands;
-using svmdev::core_detail::kSliceCopyBytes;
+// The core's own types and limits (svmdev_core_state.h).
+using namespace svmdev::core_detail;
 
 // ---- the C ABI ----
 extern "C" svmdev_core* svmdev_core_new(const svmdev_config* cfg, const svmdev_host_ops* ops,

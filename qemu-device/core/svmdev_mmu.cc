@@ -7,12 +7,8 @@
 
 #include "svmdev_core_state.h"
 
-using svmdev::core_detail::kFromHost;
-using svmdev::core_detail::kMaxHeld;
-using svmdev::core_detail::kMaxStalled;
-using svmdev::core_detail::kStatusFault;
-using svmdev::core_detail::kTlbEntries;
-using svmdev::core_detail::kVaLimit;
+// The core's own types and limits (svmdev_core_state.h).
+using namespace svmdev::core_detail;
 
 namespace {
 

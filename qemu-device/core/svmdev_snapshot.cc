@@ -8,23 +8,8 @@
 #include "svmdev/svmdev_core.h"
 #include "svmdev_core_state.h"
 
-using svmdev::core_detail::Access;
-using svmdev::core_detail::CheckCopy;
-using svmdev::core_detail::CopyJob;
-using svmdev::core_detail::Ctx;
-using svmdev::core_detail::Held;
-using svmdev::core_detail::kEventsAll;
-using svmdev::core_detail::kFromHost;
-using svmdev::core_detail::kMaxCpls;
-using svmdev::core_detail::kMaxHeld;
-using svmdev::core_detail::kMaxStalled;
-using svmdev::core_detail::kTlbEntries;
-using svmdev::core_detail::kVaLimit;
-using svmdev::core_detail::Pending;
-using svmdev::core_detail::Ring;
-using svmdev::core_detail::Stalled;
-using svmdev::core_detail::State;
-using svmdev::core_detail::TlbEntry;
+// The core's own types and limits (svmdev_core_state.h).
+using namespace svmdev::core_detail;
 
 // ---- snapshots ----
 namespace {
