@@ -85,7 +85,7 @@ def test_oversized_ranges_return_soon_and_quietly(artifacts):
     # Calls that succeeded did their work: a mirror of the whole address space
     # mapped the sparse pages, and its release unmapped them.
     if results["map_present_all"][0] == "ok":
-        assert re.search(r"huge_ranges: mirror_all: (\d+) of \1 sparse pages mapped", text), log
+        assert re.search(r"huge_ranges: map_present_all: (\d+) of \1 sparse pages mapped", text), log
     if results["release_all"][0] == "ok":
         assert re.search(r"huge_ranges: release_all: 0 of \d+ sparse pages mapped", text), log
     balance = re.search(r"huge_ranges: notifier starts (\d+) ends (\d+): (\w+)", text)
