@@ -41,6 +41,20 @@ constexpr char kUnexplained[] =
 // A saved console window keeps its end: that is where the report is.
 constexpr size_t kMaxConsoleSaved = 256 << 10;
 
+// The session's TimeSplit as stats.json keys; the engine's share (mutation,
+// its own bookkeeping) is what the others leave of the session's `seconds`.
+std::string TimeJson(const TimeSplit& t, double seconds) {
+  const double engine =
+      std::max(0.0, seconds - t.life_start - t.program - t.transport - t.judging - t.life_end);
+  char out[512];
+  std::snprintf(out, sizeof(out),
+                "\"time_life_start_s\": %.1f, \"time_program_s\": %.1f, "
+                "\"time_stopped_by_watchdog_s\": %.1f, \"time_transport_s\": %.1f, "
+                "\"time_judging_s\": %.1f, \"time_life_end_s\": %.1f, \"time_engine_s\": %.1f",
+                t.life_start, t.program, t.stopped, t.transport, t.judging, t.life_end, engine);
+  return std::string(out) + ", \"op_time\": " + JsonString(t.TopOps(6));
+}
+
 double Now() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -488,6 +502,24 @@ bool ParseStats(const std::string& json, std::map<std::string, double>* numbers,
   return true;
 }
 
+std::string TimeSplit::TopOps(size_t n) const {
+  double total = 0;
+  std::vector<std::pair<double, size_t>> order;
+  for (size_t i = 0; i < ops.size(); i++) {
+    total += ops[i];
+    if (ops[i] > 0) order.emplace_back(ops[i], i);
+  }
+  std::sort(order.rbegin(), order.rend());
+  std::string out;
+  for (size_t i = 0; i < std::min(n, order.size()); i++) {
+    char share[48];
+    std::snprintf(share, sizeof(share), " %.0f%%", 100 * order[i].first / total);
+    out += (out.empty() ? "" : ", ") +
+           std::string(Describe(static_cast<OpCode>(order[i].second)).name) + share;
+  }
+  return out;
+}
+
 std::string InputHash(const uint8_t* data, size_t size) {
   uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
   for (size_t i = 0; i < size; i++) h = (h ^ data[i]) * 0x100000001b3ull;
@@ -652,7 +684,9 @@ bool Campaign::Execute(const uint8_t* data, size_t size, uint8_t* map, size_t ma
     size = program.size();
   }
   Outcome outcome;
+  const double start = Now();
   if (!runner_.Run(program, cfg_.knobs, &outcome, error)) {
+    time_.life_start += Now() - start;
     stats_.boot_failures++;
     WriteStats();
     return ++failed_boots_ < cfg_.boot_attempts;
@@ -660,27 +694,41 @@ bool Campaign::Execute(const uint8_t* data, size_t size, uint8_t* map, size_t ma
   failed_boots_ = 0;
   stats_.execs++;
   stats_.session_execs++;
+  const double ran = Now();
+  time_.life_start += std::max(0.0, ran - start - outcome.seconds);
   if (outcome.result) {
+    const double guest = outcome.result->duration_us / 1e6;
+    time_.program += guest;
+    time_.transport += std::max(0.0, outcome.seconds - guest);
+    const proto::Status status = outcome.result->status;
+    if (status == proto::Status::kHung || status == proto::Status::kStuck) time_.stopped += guest;
+    for (const proto::OpResult& op : outcome.result->ops)
+      if (op.code < kNumOps) time_.ops[op.code] += op.duration_us / 1e6;
     for (const auto* list : {&outcome.result->cover, &outcome.result->remote_cover}) {
       MapPcs(*list, map, map_size);
       pcs_.insert(list->begin(), list->end());
     }
   }
   std::string console = outcome.console;
+  double ended = 0;
   Judgement judged = Decide(outcome, console);
   if (!judged.findings.empty()) {
     if (judged.end_life) {
       // Lockdep and KASAN report once, a WARN may leave state behind: the
       // next input gets a fresh kernel. The rest of a report the kernel was
       // still printing belongs to this one.
+      const double ending = Now();
       runner_.EndLife("kernel: " + judged.findings[0].title);
       console = runner_.ConsoleWindow(outcome);
+      ended = Now() - ending;
       Judgement whole = Decide(outcome, console);
       if (!whole.findings.empty()) judged = std::move(whole);
     }
     stats_.findings++;
     Save(data, size, outcome, judged, console);
   }
+  time_.life_end += ended;
+  time_.judging += std::max(0.0, Now() - ran - ended);
   if (Now() - last_stats_ >= cfg_.stats_seconds) WriteStats();
   return true;
 }
@@ -768,7 +816,8 @@ void Campaign::WriteStats(bool final) {
                      ", \"restores\": " + std::to_string(restores) +
                      ", \"findings\": " + std::to_string(stats_.findings) +
                      ", \"saved\": " + std::to_string(stats_.saved) +
-                     ", \"boot_failures\": " + std::to_string(stats_.boot_failures) + "}\n";
+                     ", \"boot_failures\": " + std::to_string(stats_.boot_failures) + ", " +
+                     TimeJson(time_, session) + "}\n";
   if (!WriteAtomic(cfg_.workdir / "stats.json", json, &error) && log_) log_("campaign: " + error);
   if (last_history_ == 0 || last_stats_ - last_history_ >= kHistorySeconds || final) {
     last_history_ = last_stats_;

@@ -20,6 +20,7 @@
 #ifndef SVMFUZZ_CAMPAIGN_CAMPAIGN_H_
 #define SVMFUZZ_CAMPAIGN_CAMPAIGN_H_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -32,6 +33,7 @@
 #include <vector>
 
 #include "campaign/judge.h"
+#include "program/program.h"
 #include "runner/runner.h"
 
 namespace svmfuzz::campaign {
@@ -142,6 +144,21 @@ struct Stats {
   uint64_t session_execs = 0;
 };
 
+// Where this session's time went, in seconds, for stats.json: a campaign's
+// rate is only as good as the largest of these lets it be.
+struct TimeSplit {
+  double life_start = 0;   // boots and restores before a program could run
+  double program = 0;      // the executor's time from fork to exit
+  double transport = 0;    // the host's wait for a result less the executor's time
+  double judging = 0;      // oracles, the console, saving findings
+  double life_end = 0;     // ending lives after a report, re-reading their consoles
+  double stopped = 0;      // of `program`, runs the watchdog ended (hung, stuck)
+  std::array<double, kNumOps> ops{};  // op times by op (threads' ops overlap)
+
+  // "op a%, op b%, ..." of the op time, largest first: the top `n`.
+  std::string TopOps(size_t n) const;
+};
+
 class Campaign {
  public:
   // Takes the campaign directory, kills the VMs an earlier harness left,
@@ -166,6 +183,7 @@ class Campaign {
   void Finish();
 
   const Stats& stats() const { return stats_; }
+  const TimeSplit& time_split() const { return time_; }
   size_t guest_pcs() const { return pcs_.size(); }
   int lives() const { return static_cast<int>(runner_.lives().size()); }
   std::filesystem::path crashes_dir() const { return cfg_.workdir / "crashes"; }
@@ -186,6 +204,7 @@ class Campaign {
   Judge judge_;
   Runner runner_;
   Stats stats_;
+  TimeSplit time_;
   std::unordered_set<uint64_t> pcs_;
   size_t pcs_written_ = 0;
   std::map<std::string, int> saved_kinds_;

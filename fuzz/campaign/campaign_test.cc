@@ -371,6 +371,16 @@ TEST_F(WriteAtomicTest, NamesItsTemporariesAndChecksTheDirectorySync) {
   EXPECT_TRUE(Has(error, "cannot sync directory " + (dir_ / "missing").string())) << error;
 }
 
+TEST(Stats, TheOpTimeNamesTheLargestSharesFirst) {
+  TimeSplit t;
+  EXPECT_EQ(t.TopOps(3), "");
+  t.ops[static_cast<size_t>(OpCode::kMunmap)] = 1;
+  t.ops[static_cast<size_t>(OpCode::kMmap)] = 2;
+  t.ops[static_cast<size_t>(OpCode::kMigrateToDevice)] = 5;
+  EXPECT_EQ(t.TopOps(2), "migrate_to_dev 62%, mmap 25%");
+  EXPECT_EQ(t.TopOps(9), "migrate_to_dev 62%, mmap 25%, munmap 12%");
+}
+
 TEST(Stats, ParsesWhatTheCampaignWritesAndRefusesTheRest) {
   std::map<std::string, double> n;
   std::string why;
@@ -551,6 +561,11 @@ TEST_F(CampaignTest, StatsAreWrittenAndAResumedCampaignCountsOn) {
     EXPECT_TRUE(Has(json, "\"findings\": 1,")) << json;
     EXPECT_TRUE(Has(json, "\"saved\": 1,")) << json;
     EXPECT_TRUE(Has(json, "\"lives\": 1,")) << json;
+    // Where the time went: the stand-in's ops are all munmap (opcode 1).
+    EXPECT_TRUE(Has(json, "\"time_life_start_s\": ")) << json;
+    EXPECT_TRUE(Has(json, "\"time_engine_s\": ")) << json;
+    EXPECT_TRUE(Has(json, "\"op_time\": \"munmap 100%\"")) << json;
+    EXPECT_GT(c->time_split().life_start, 0);
   }
   std::unique_ptr<Campaign> again = Open(MakeConfig());
   Run(again.get(), {1, 1, 1});

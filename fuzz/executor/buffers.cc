@@ -90,10 +90,12 @@ bool Buffers::Resolve(uint64_t id, uint64_t off, uint64_t n, Range* r, OpOutcome
 void Buffers::BeginChange(const Range& r) {
   std::lock_guard<std::mutex> lock(mu_);
   Buffer& b = buf_[r.id];
-  if (b.incarnation != r.incarnation) return;
+  // A change resolved before the buffer was mapped again writes through the
+  // same addresses into the new mapping.
+  const bool stale = b.incarnation != r.incarnation;
   for (uint64_t i = 0; i < r.count; i++) {
     Page& p = b.page[r.first + i];
-    if (p.inflight++ > 0) p.conflict = true;
+    if (p.inflight++ > 0 || stale) p.conflict = true;
     p.gen++;
   }
 }
@@ -102,13 +104,17 @@ void Buffers::EndChange(const Range& r, uint64_t upto, bool torn, State state, u
                         bool add_one) {
   std::lock_guard<std::mutex> lock(mu_);
   Buffer& b = buf_[r.id];
-  if (b.incarnation != r.incarnation) return;
+  const bool stale = b.incarnation != r.incarnation;
   for (uint64_t i = 0; i < r.count; i++) {
     Page& p = b.page[r.first + i];
     p.inflight--;
     p.gen++;
     if (p.state == State::kUnmapped) {
       // Stays unmapped: nothing this op did maps it again.
+    } else if (stale) {
+      // Begun on an earlier mapping of the buffer: it may have written the
+      // new one at the same address.
+      p.state = State::kUnknown;
     } else if (state == State::kUnmapped && i < upto) {
       p.state = State::kUnmapped;
     } else if (p.conflict || (torn && i == upto)) {
@@ -195,8 +201,9 @@ OpOutcome Buffers::Mmap(uint64_t id, uint64_t pages, MapKind kind, int prot) {
   for (uint64_t i = 0; i < kMaxPages; i++) {
     b.page[i].state = i < pages ? State::kZero : State::kUnmapped;
     b.page[i].add0 = 0;
-    b.page[i].inflight = 0;
-    b.page[i].conflict = false;
+    // A change of the old mapping still under way counts on in the new one:
+    // it writes the same addresses.
+    b.page[i].conflict = b.page[i].inflight > 0;
     b.page[i].gen++;
   }
   return out;

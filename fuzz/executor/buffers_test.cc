@@ -176,6 +176,38 @@ TEST_F(BuffersTest, AChildWritingASharedBufferIsNoMismatch) {
 
 // Device ops, with the device played by memcpy: the shadow must follow what
 // the device did, and a device read must see what the shadow says.
+// A thread's op still writing a buffer that another thread unmaps and maps
+// again at the same address writes the new mapping: no mismatch while it
+// runs, and its pages are unknown after it.
+TEST_F(BuffersTest, AChangeOfAnEarlierMappingIsNoMismatch) {
+  ASSERT_EQ(b_->Mmap(0, 4, MapKind::kAnon, kRW).err, 0);
+  std::vector<PageMismatch> inside;
+  bool remapped = false;
+  const OpOutcome o = b_->OnPages(
+      0, 0, 4, Buffers::DeviceEffect::kWrite, 7,
+      [&](uint8_t* addr, uint64_t, uint8_t* data) {
+        if (!remapped) {
+          remapped = true;
+          EXPECT_EQ(b_->Munmap(0, 0, 4).err, 0);
+          EXPECT_EQ(b_->Mmap(0, 4, MapKind::kAnon, kRW).err, 0);
+        }
+        std::memcpy(addr, data, kPageSize);
+        // The new mapping's own write and check meet the old op's bytes.
+        EXPECT_EQ(b_->Touch(0, 0, 4, &inside).err, 0);
+        return 0;
+      },
+      &bad_);
+  EXPECT_EQ(o.err, 0);
+  EXPECT_TRUE(inside.empty()) << inside.size() << " mismatches while the old op ran";
+  b_->CheckAll(&bad_);
+  EXPECT_TRUE(bad_.empty()) << bad_.size() << " mismatches after it";
+  // Once it is over, the buffer is shadowed again.
+  ASSERT_EQ(b_->Write(0, 0, 4, 9, &bad_).err, 0);
+  Addr(0, 1)[5] ^= 0xff;  // behind the shadow's back
+  b_->CheckAll(&bad_);
+  EXPECT_EQ(bad_.size(), 1u);
+}
+
 TEST_F(BuffersTest, DeviceEffectsAreShadowed) {
   using Effect = Buffers::DeviceEffect;
   ASSERT_EQ(b_->Mmap(2, 4, MapKind::kAnon, kRW).err, 0);

@@ -211,9 +211,10 @@ def run_command(args, log) -> int:
             start = time.monotonic()
             outcomes = [runner.run(program) for _ in range(args.repeat)]
             seconds = time.monotonic() - start
-            for line in describe(outcomes[-1]):
-                log(line)
             bad = [o for o in outcomes if o.findings or o.result.status != protocol.Status.OK]
+            # The first run that was not ok says more than a clean last one.
+            for line in describe(bad[0] if bad else outcomes[-1]):
+                log(line)
             failed |= bool(bad)
             log(f"run: {path.name}: {args.repeat} run(s), {args.repeat / seconds:.1f} programs/s, "
                 f"{len(bad)} not ok")
