@@ -34,6 +34,7 @@ uint64_t MonotonicNs() {
 void SharedRun::Reset(size_t num_ops) {
   std::memset(ops, 0, num_ops * sizeof(ops[0]));
   num_mismatches = 0;
+  started = 0;
   next_watch = 0;
   for (Watch& w : watch) {
     w.op = -1;

@@ -34,6 +34,8 @@ struct SharedRun {
   proto::OpResult ops[kMaxOps];
   std::atomic<uint32_t> num_mismatches;
   proto::Mismatch mismatches[kMaxMismatches];
+  // Set by the program's process once it has its program.
+  std::atomic<uint32_t> started;
   std::atomic<uint32_t> next_watch;
   Watch watch[kMaxWatched];
   std::atomic<uint32_t> next_kcov;   // kcov slots handed out

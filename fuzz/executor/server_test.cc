@@ -384,5 +384,41 @@ TEST_F(ServerTest, SurvivesAProgramThatCrashes) {
   EXPECT_EQ(Exec("yield\n").status, Status::kOk);
 }
 
+// Each program gets a process of its own, forked ahead of it or, when the
+// request asks, when it comes: a buffer the last program left mapped is not
+// in the next one's way.
+TEST_F(ServerTest, EachProgramRunsInAFreshProcess) {
+  const std::string map = "mmap buf=0 pages=4 kind=anon prot=rw\n";
+  for (int i = 0; i < 3; i++) {
+    const proto::ExecResult r = Exec(map);
+    EXPECT_EQ(r.status, Status::kOk);
+    ASSERT_EQ(r.ops.size(), 1u);
+    EXPECT_EQ(r.ops[0].err, 0) << "run " << i;
+  }
+  ParseError error;
+  const auto program = Parse(map, &error);
+  proto::ExecRequest req{++id_, proto::kExecFreshProcess, 5000, 20000, 0, {}, Encode(*program)};
+  Send(MsgType::kExec, proto::Encode(req));
+  const proto::ExecResult r = FinishExec();
+  EXPECT_EQ(r.status, Status::kOk);
+  ASSERT_EQ(r.ops.size(), 1u);
+  EXPECT_EQ(r.ops[0].err, 0);
+}
+
+// The process forked ahead waits between programs; one that died meanwhile
+// (the OOM killer takes it first) is replaced, and the program runs.
+TEST_F(ServerTest, AProcessForkedAheadThatDiedIsReplaced) {
+  EXPECT_EQ(Exec("yield\n").status, Status::kOk);
+  const pid_t spare = ProgramPid();
+  ASSERT_GT(spare, 0);
+  ASSERT_EQ(kill(spare, SIGKILL), 0);
+  const proto::ExecResult r = Exec("yield\n");
+  EXPECT_EQ(r.status, Status::kOk) << r.message;
+  EXPECT_EQ(r.ops.size(), 1u);
+  const pid_t next = ProgramPid();
+  EXPECT_GT(next, 0);
+  EXPECT_NE(next, spare);
+}
+
 }  // namespace
 }  // namespace svmfuzz

@@ -20,6 +20,7 @@
 #include <new>
 #include <sstream>
 #include <string>
+#include <utility>
 
 #include "executor/driver_ops.h"
 #include "executor/fault_injection.h"
@@ -185,63 +186,60 @@ Supervisor::Supervisor() {
   oom_kills_ = VmstatOomKills();
 }
 
-Supervisor::~Supervisor() { munmap(shared_, sizeof(SharedRun)); }
+Supervisor::~Supervisor() {
+  DropSpare();
+  munmap(shared_, sizeof(SharedRun));
+}
 
 proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* port) {
   proto::ExecResult result;
   result.id = request.id;
   const Program program = Decode(request.program);
   const size_t num_ops = CountOps(program.ops);
-  shared_->Reset(num_ops);
-  size_t named = 0;
-  NameOps(program.ops, shared_->ops, &named);
   const bool cover = have_kcov_ && (request.flags & proto::kExecCover) != 0;
-  if (cover) kcov_.Reset();
-  // A socket per run: a stuck task of an earlier program may still hold
-  // the old one. Datagrams, so a request or reply is never torn.
-  int relay_fds[2];
-  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, relay_fds) != 0) {
-    result.status = proto::Status::kExecutorError;
-    result.message = std::string("socketpair: ") + std::strerror(errno);
-    return result;
-  }
-  const RunConfig config{cover ? &kcov_ : nullptr, kBufferBase, request.knobs, relay_fds[1]};
-  // Only the driver's workers produce remote coverage; a fresh handle per
-  // program keeps an earlier program's stuck worker out of this one's trace.
-  const bool remote = cover && kcov_.has_remote() && UsesDriver(program.ops) &&
-                      kcov_.EnableRemote(++remote_handle_) == 0;
-  Relay relay{port, relay_fds[0]};
-  const uint64_t start = MonotonicNs();
-
-  const pid_t pid = fork();
-  if (pid == 0) {
-    // A group of its own, so the watchdog's kill reaches its forks too.
-    setpgid(0, 0);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    close(port->fd());
-    close(relay_fds[0]);
-    // Above everything else, so memory pressure kills the program first.
-    const int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
-    if (fd >= 0) {
-      (void)!write(fd, "500", 3);
-      close(fd);
+  // The program as the spare reads it: flags, knobs, then the program
+  // encoded again, which bounds it however large the request was.
+  std::vector<uint8_t> go(8);
+  const uint32_t head[2] = {cover ? 1u : 0u, static_cast<uint32_t>(request.knobs.size())};
+  std::memcpy(go.data(), head, sizeof(head));
+  const auto* knobs = reinterpret_cast<const uint8_t*>(request.knobs.data());
+  go.insert(go.end(), knobs, knobs + request.knobs.size() * sizeof(uint64_t));
+  const std::vector<uint8_t> bytes = Encode(program);
+  go.insert(go.end(), bytes.begin(), bytes.end());
+  if (request.flags & proto::kExecFreshProcess) DropSpare();
+  uint64_t start = 0;
+  bool remote = false;
+  // A spare that died while it waited (the OOM killer takes it first), before
+  // it took its program, is no result of the program's: once more, afresh.
+  for (int attempt = 0; attempt < 2; attempt++) {
+    result = proto::ExecResult{};
+    result.id = request.id;
+    shared_->Reset(num_ops);
+    size_t named = 0;
+    NameOps(program.ops, shared_->ops, &named);
+    if (cover) kcov_.Reset();
+    start = MonotonicNs();
+    if (attempt > 0 || spare_.pid <= 0) {
+      DropSpare();
+      MakeSpare(port, &result.message);
     }
-    InstallFaultHandlers();
-    RunProgram(program, shared_, config);
-    _exit(0);
+    if (spare_.pid <= 0) {
+      result.status = proto::Status::kExecutorError;
+      return result;
+    }
+    const Spare spare = std::exchange(spare_, Spare{});
+    // Only the driver's workers produce remote coverage, under the handle
+    // the spare was forked with.
+    remote = cover && spare.remote && UsesDriver(program.ops);
+    Relay relay{port, spare.relay_fd};
+    // A send to a spare already gone fails, or the spare dies unstarted.
+    send(spare.relay_fd, go.data(), go.size(), MSG_NOSIGNAL);
+    Watch(spare.pid, spare.pidfd, request, start, num_ops, &relay, &result);
+    if (spare.remote) kcov_.DisableRemote();
+    close(spare.relay_fd);
+    if (shared_->started != 0) break;
+    result.message = "the program's process died before it took the program";
   }
-  close(relay_fds[1]);
-  if (pid < 0) {
-    if (remote) kcov_.DisableRemote();
-    close(relay_fds[0]);
-    result.status = proto::Status::kExecutorError;
-    result.message = std::string("fork: ") + std::strerror(errno);
-    return result;
-  }
-  setpgid(pid, pid);
-  Watch(pid, request, start, num_ops, &relay, &result);
-  if (remote) kcov_.DisableRemote();
-  close(relay_fds[0]);
   result.duration_us = static_cast<uint32_t>((MonotonicNs() - start) / 1000);
   // A SIGKILL the watchdog did not send, while the kernel counted an OOM
   // kill. The count is read only then: a read costs milliseconds under TCG.
@@ -270,20 +268,87 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
     if (stuck || (busy >> i & 1)) kcov_.Replace(i);
   if (shared_->faults_armed) faults::Disarm();
   ReapOrphans();
+  // Last: the spare is a copy of the executor as the next program needs it.
+  std::string ignored;
+  MakeSpare(port, &ignored);
   return result;
 }
 
-void Supervisor::Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start,
-                       size_t num_ops, Relay* relay, proto::ExecResult* result) {
-  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
-  if (pidfd < 0) {
-    // Without a pidfd there is no bounded wait (the guest kernel always has
-    // one); the orphan reaper collects the killed program later.
-    result->status = proto::Status::kExecutorError;
-    result->message = std::string("pidfd_open: ") + std::strerror(errno);
-    kill(-pid, SIGKILL);
+void Supervisor::MakeSpare(Port* port, std::string* error) {
+  // A socket per program: a stuck task of an earlier program may still hold
+  // the old one. Datagrams, so a request or reply is never torn.
+  int relay_fds[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, relay_fds) != 0) {
+    *error = std::string("socketpair: ") + std::strerror(errno);
     return;
   }
+  // Tasks forked meanwhile inherit a fresh remote coverage handle, so an
+  // earlier program's stuck worker stays out of this one's trace.
+  const bool remote = kcov_.has_remote() && kcov_.EnableRemote(++remote_handle_) == 0;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    // A group of its own, so the watchdog's kill reaches its forks too.
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    close(port->fd());
+    close(relay_fds[0]);
+    // Above everything else, so memory pressure kills the program first.
+    const int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+      (void)!write(fd, "500", 3);
+      close(fd);
+    }
+    InstallFaultHandlers();
+    RunSpare(relay_fds[1]);
+  }
+  close(relay_fds[1]);
+  const int pidfd = pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1;
+  if (pidfd < 0) {
+    // Without a pidfd there is no bounded wait (the guest kernel always has
+    // one); the orphan reaper collects the killed process later.
+    *error = std::string(pid < 0 ? "fork: " : "pidfd_open: ") + std::strerror(errno);
+    if (pid > 0) kill(pid, SIGKILL);
+    if (remote) kcov_.DisableRemote();
+    close(relay_fds[0]);
+    return;
+  }
+  setpgid(pid, pid);
+  spare_ = Spare{pid, pidfd, relay_fds[0], remote};
+}
+
+void Supervisor::DropSpare() {
+  if (spare_.pid <= 0) return;
+  kill(spare_.pid, SIGKILL);
+  WaitExit(spare_.pidfd, kKillGraceMs * 1000000);
+  close(spare_.pidfd);
+  close(spare_.relay_fd);
+  if (spare_.remote) kcov_.DisableRemote();
+  waitpid(spare_.pid, nullptr, WNOHANG);
+  spare_ = Spare{};
+}
+
+void Supervisor::RunSpare(int relay_fd) {
+  // Its program, or the executor's end closing (the executor exits).
+  std::vector<uint8_t> go(64 << 10);
+  ssize_t n;
+  while ((n = recv(relay_fd, go.data(), go.size(), 0)) < 0 && errno == EINTR) {
+  }
+  uint32_t head[2];
+  if (n < static_cast<ssize_t>(sizeof(head))) _exit(0);
+  std::memcpy(head, go.data(), sizeof(head));
+  const size_t knob_bytes = static_cast<size_t>(head[1]) * sizeof(uint64_t);
+  if (knob_bytes > static_cast<size_t>(n) - sizeof(head)) _exit(1);
+  std::vector<uint64_t> knobs(head[1]);
+  std::memcpy(knobs.data(), go.data() + sizeof(head), knob_bytes);
+  const uint8_t* program = go.data() + sizeof(head) + knob_bytes;
+  const RunConfig config{head[0] != 0 ? &kcov_ : nullptr, kBufferBase, std::move(knobs), relay_fd};
+  shared_->started = 1;
+  RunProgram(Decode(program, static_cast<size_t>(go.data() + n - program)), shared_, config);
+  _exit(0);
+}
+
+void Supervisor::Watch(pid_t pid, int pidfd, const proto::ExecRequest& request, uint64_t start,
+                       size_t num_ops, Relay* relay, proto::ExecResult* result) {
   const uint64_t op_ns = static_cast<uint64_t>(request.op_timeout_ms) * 1000000;
   const uint64_t program_ms =
       request.program_timeout_ms != 0 ? request.program_timeout_ms : kDefaultProgramTimeoutMs;

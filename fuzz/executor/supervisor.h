@@ -1,5 +1,5 @@
-// The executor's side of a run: forks a fresh process for each program,
-// watches it (a deadline per op and per program), and turns however it ended
+// The executor's side of a run: a fresh process for each program, forked
+// ahead of it while the host is busy with the last result, watches it (a deadline per op and per program), and turns however it ended
 // into an ExecResult: ran to the end, crashed, hung, OOM-killed, or stuck in
 // the kernel past SIGKILL. Whatever happens to the program, the executor
 // lives on for the next one.
@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "executor/kcov.h"
@@ -68,6 +69,15 @@ class Supervisor {
     bool host_gone = false; // the port failed: requests get kDeviceUnavailable
   };
 
+  // The next program's process, forked and set up before its program
+  // comes: it waits on its relay socket for the program.
+  struct Spare {
+    pid_t pid = -1;
+    int pidfd = -1;
+    int relay_fd = -1;    // ours; the program's end is the spare's
+    bool remote = false;  // it carries a remote coverage handle of its own
+  };
+
   // The early livelock verdict's state of one run.
   struct Progress {
     uint64_t next_ns = 0;          // when to look again
@@ -77,8 +87,13 @@ class Supervisor {
     int stalled = 0;               // windows in a row with retries and no op completed
   };
 
-  void Watch(pid_t pid, const proto::ExecRequest& request, uint64_t start_ns, size_t num_ops,
-             Relay* relay, proto::ExecResult* result);
+  // Forks spare_ (its pid stays -1 if that fails, with `error` saying why).
+  void MakeSpare(Port* port, std::string* error);
+  void DropSpare();
+  // In the spare: waits for its program and runs it; never returns.
+  [[noreturn]] void RunSpare(int relay_fd);
+  void Watch(pid_t pid, int pidfd, const proto::ExecRequest& request, uint64_t start_ns,
+             size_t num_ops, Relay* relay, proto::ExecResult* result);
   // One look of the early livelock verdict: true once it holds.
   bool Livelocked(size_t num_ops, Progress* progress);
   // Waits until the program's process exits (true) or `timeout_ns` pass,
@@ -99,6 +114,7 @@ class Supervisor {
   uint64_t remote_handle_ = 0;
   uint64_t oom_kills_ = 0;  // the kernel's count when we last looked
   uint32_t device_seq_ = 0;
+  Spare spare_;
 };
 
 }  // namespace svmfuzz

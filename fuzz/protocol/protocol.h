@@ -68,6 +68,9 @@ struct Ready {
 
 enum ExecFlags : uint32_t {
   kExecCover = 1u << 0,  // collect KCOV coverage (local and remote)
+  // Fork the program's process when the program comes, as the executor did
+  // before it forked one ahead: the benchmark's baseline.
+  kExecFreshProcess = 1u << 1,
 };
 
 struct ExecRequest {

@@ -287,7 +287,8 @@ void BindRunner(py::module_& m) {
       .def_readwrite("cover", &RunnerConfig::cover)
       .def_readwrite("cover_cap", &RunnerConfig::cover_cap)
       .def_readwrite("result_slack", &RunnerConfig::result_slack)
-      .def_readwrite("reset", &RunnerConfig::reset);
+      .def_readwrite("reset", &RunnerConfig::reset)
+      .def_readwrite("fresh_process", &RunnerConfig::fresh_process);
 
   py::class_<Life, std::shared_ptr<Life>>(m, "Life", "One boot of the VM.")
       .def(py::init([](int index, std::filesystem::path console_log) {

@@ -237,7 +237,8 @@ bool Runner::Run(const std::vector<uint8_t>& program, const std::vector<uint64_t
   std::shared_ptr<Life> life = lives_.back();
   proto::ExecRequest request;
   request.id = next_id_++;
-  request.flags = cfg_.cover ? proto::kExecCover : 0;
+  request.flags = (cfg_.cover ? proto::kExecCover : 0) |
+                  (cfg_.fresh_process ? proto::kExecFreshProcess : 0);
   request.op_timeout_ms = cfg_.op_timeout_ms;
   request.program_timeout_ms = cfg_.program_timeout_ms;
   request.cover_cap = cfg_.cover_cap;

@@ -50,6 +50,9 @@ struct RunnerConfig {
   // keeps the logs of its earlier sessions.
   int first_life = 0;
   Reset reset = Reset::kReboot;
+  // Each program's process forked when the program comes, not ahead of it:
+  // the benchmark's baseline.
+  bool fresh_process = false;
 };
 
 // One boot of the VM.

@@ -11,7 +11,10 @@ Boots one guest and prints, all measured in that one life:
   executor's fork-per-program design sets.
 
 Programs run with coverage on, as a campaign runs them, and once more without
-it for the 10-op driver program, to show what collecting coverage costs.
+it for the 10-op driver program, to show what collecting coverage costs. The
+empty and the 10-op driver program run once more with their process forked
+when the program comes rather than ahead of it, after the last program (the
+request flag of docs/executor-protocol.md), and the ratio is printed.
 
 With --reset snapshot it also ends the life a few times and prints the
 seconds to a ready executor of a restore against those of the boot.
@@ -92,8 +95,9 @@ class Figures:
 
 
 def measure(r: runner.Runner, name: str, program: bytes, cover: bool, min_runs: int,
-            min_seconds: float) -> Figures:
+            min_seconds: float, fresh_process: bool = False) -> Figures:
     r.cfg.cover = cover
+    r.cfg.fresh_process = fresh_process
     r.run(program)  # warm: the first run of a program faults in what later ones reuse
     host, guest, ops = [], [], []
     start = time.monotonic()
@@ -104,8 +108,10 @@ def measure(r: runner.Runner, name: str, program: bytes, cover: bool, min_runs: 
         host.append(o.seconds * 1000)
         guest.append(o.result.duration_us / 1000)
         ops.append(sum(op.duration_us for op in o.result.ops) / 1000)
-    return Figures(name, cover, len(host), time.monotonic() - start, statistics.median(host),
-                   statistics.median(guest), statistics.median(ops))
+    r.cfg.fresh_process = False
+    return Figures(name + (" fresh" if fresh_process else ""), cover, len(host),
+                   time.monotonic() - start, statistics.median(host), statistics.median(guest),
+                   statistics.median(ops))
 
 
 def command(args, log) -> int:
@@ -127,14 +133,24 @@ def command(args, log) -> int:
         figures = [measure(r, name, p, True, args.runs, args.seconds)
                    for name, p in programs.items()]
         figures.append(measure(r, "svm-10", programs["svm-10"], False, args.runs, args.seconds))
+        # Today's process forked ahead of its program against one forked when
+        # the program comes, in the same life.
+        ahead = {f.name: f for f in figures if f.cover}
+        fresh = [measure(r, name, programs[name], True, args.runs, args.seconds, True)
+                 for name in ("empty", "svm-10")]
+        figures += fresh
         resets = measure_resets(r, programs["svm-10"], args.restores) if args.restores else []
     base = figures[0]
-    log(f"bench: {'program':<8} {'cover':<5} {'runs':>5} {'prog/s':>7} {'x empty':>7} "
+    log(f"bench: {'program':<12} {'cover':<5} {'runs':>5} {'prog/s':>7} {'x empty':>7} "
         f"{'host ms':>8} {'ops ms':>7} {'process ms':>10} {'host-side ms':>12}")
     for f in figures:
-        log(f"bench: {f.name:<8} {'yes' if f.cover else 'no':<5} {f.runs:>5} {f.rate:>7.1f} "
+        log(f"bench: {f.name:<12} {'yes' if f.cover else 'no':<5} {f.runs:>5} {f.rate:>7.1f} "
             f"{f.rate / base.rate:>7.2f} {f.host_ms:>8.1f} {f.ops_ms:>7.1f} "
             f"{f.guest_ms - f.ops_ms:>10.1f} {f.host_ms - f.guest_ms:>12.1f}")
+    for f in fresh:
+        name = f.name.split()[0]
+        log(f"bench: {name}: process forked ahead {ahead[name].rate:.1f} programs/s, forked when "
+            f"the program comes {f.rate:.1f}/s: x{ahead[name].rate / f.rate:.2f}")
     if resets:
         restored = [s for kind, s in resets if kind == "restore"]
         booted = [s for kind, s in resets if kind == "boot"]
