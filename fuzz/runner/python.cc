@@ -1,16 +1,26 @@
-// svmfuzz_runner: the host runner for the Python harness (pyharness/svmfuzz).
-// Python keeps its own view of the protocol: a RESULT comes as its payload
-// bytes (protocol.ExecResult.decode), device events and results as the
-// dataclasses of svmfuzz.devctl. Failures raise svmfuzz_runner.Error, a
-// SvmfuzzError, or DevCtlError, a devctl.DevCtlError. Every call that waits
-// on the guest lets other Python threads run meanwhile.
+// svmfuzz_runner: the host runner for the Python harness (pyharness/svmfuzz),
+// and the program codec of fuzz/program (text and binary forms, C
+// reproducers) that svmprog also uses. Python keeps its own view of the
+// protocol: a RESULT comes as its payload bytes (protocol.ExecResult.decode),
+// device events and results as the dataclasses of svmfuzz.devctl. Failures
+// raise svmfuzz_runner.Error, a SvmfuzzError, or DevCtlError, a
+// devctl.DevCtlError; a program the codec refuses raises ValueError. Every
+// call that waits on the guest lets other Python threads run meanwhile.
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <cstdint>
+#include <optional>
 #include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
 
+#include "program/binary.h"
+#include "program/csource.h"
+#include "program/text.h"
 #include "runner/runner.h"
 
 namespace py = pybind11;
@@ -388,12 +398,78 @@ void BindRunner(py::module_& m) {
       .def("close", &Runner::Close, py::call_guard<py::gil_scoped_release>());
 }
 
+// The text form, parsed and validated; ValueError("line:col: message").
+Program ParseText(std::string_view text) {
+  ParseError error;
+  std::optional<Program> program = Parse(text, &error);
+  if (!program) throw py::value_error(error.ToString());
+  return std::move(*program);
+}
+
+Program DecodeBytes(const py::bytes& data) {
+  const std::string_view bytes = data;
+  return Decode(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
+void BindProgram(py::module_& m) {
+  m.def(
+      "encode_program",
+      [](std::string_view text) {
+        const std::vector<uint8_t> bytes = Encode(ParseText(text));
+        return Bytes(bytes.data(), bytes.size());
+      },
+      py::arg("text"),
+      "The binary form of a text program; ValueError(\"line:col: message\") if it is not a "
+      "valid program.");
+  m.def(
+      "decode_program", [](const py::bytes& data) { return Print(DecodeBytes(data)); },
+      py::arg("data"),
+      "The canonical text of the program `data` decodes to (\"\" for no op); every byte "
+      "string decodes, so it never fails.");
+  m.def(
+      "format_program", [](std::string_view text) { return Print(ParseText(text)); },
+      py::arg("text"),
+      "The canonical text of a text program; ValueError(\"line:col: message\") if it is not "
+      "a valid program.");
+  m.def(
+      "c_source",
+      [](const py::bytes& data, const std::string& target, std::vector<uint64_t> knobs,
+         uint64_t repeat, uint64_t program_timeout_ms) {
+        CSourceOptions options;
+        if (target != "svmdev" && target != "test_hmm") {
+          throw py::value_error("target is svmdev or test_hmm, not '" + target + "'");
+        }
+        options.target = target == "svmdev" ? CTarget::kSvmdev : CTarget::kTestHmm;
+        // The generator names each knob by its field.
+        if (knobs.size() > KnobNames().size()) {
+          throw py::value_error(std::to_string(knobs.size()) +
+                                " knobs, but struct svmdev_knobs has " +
+                                std::to_string(KnobNames().size()) + " fields");
+        }
+        options.knobs = std::move(knobs);
+        options.repeat = repeat;
+        options.program_timeout_ms = program_timeout_ms;
+        std::string error;
+        std::optional<std::string> source = GenerateC(DecodeBytes(data), options, &error);
+        if (!source) throw py::value_error(error);
+        return *source;
+      },
+      py::arg("data"), py::arg("target") = "svmdev", py::arg("knobs") = std::vector<uint64_t>{},
+      py::arg("repeat") = 1, py::arg("program_timeout_ms") = CSourceOptions{}.program_timeout_ms,
+      "The standalone C reproducer of the program `data` decodes to, as svmprog prog2c writes "
+      "it. knobs: struct svmdev_knobs's fields in order, set on every driver file (none: "
+      "empty); repeat: runs, 0 until killed. ValueError names an op the target cannot "
+      "express.");
+}
+
 }  // namespace
 }  // namespace svmfuzz
 
 PYBIND11_MODULE(svmfuzz_runner, m) {
   using namespace svmfuzz;
-  m.doc() = "The svmfuzz host runner: QEMU, the executor's port, device control channels.";
+  m.doc() =
+      "The svmfuzz host runner: QEMU, the executor's port, device control channels; and the "
+      "program codec: text and binary forms, C reproducers.";
   static py::exception<RunnerError> error(
       m, "Error", py::module_::import("svmfuzz.errors").attr("SvmfuzzError").ptr());
   static py::exception<DevCtlError> devctl_error(m, "DevCtlError",
@@ -438,4 +514,5 @@ PYBIND11_MODULE(svmfuzz_runner, m) {
   BindDevCtl(m);
   BindVm(m);
   BindRunner(m);
+  BindProgram(m);
 }

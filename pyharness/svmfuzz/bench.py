@@ -115,10 +115,7 @@ def measure(r: runner.Runner, name: str, program: bytes, cover: bool, min_runs: 
 
 
 def command(args, log) -> int:
-    build = Path(args.build_dir)
-    with tempfile.TemporaryDirectory(prefix="svmfuzz-bench-") as texts:
-        programs = runner.encode_texts({k: v for k, v in PROGRAMS.items() if v}, Path(texts),
-                                       build / "fuzz" / "program" / "svmprog")
+    programs = runner.encode_texts({k: v for k, v in PROGRAMS.items() if v})
     # Every byte string is a program: no bytes, no ops.
     programs = {"empty": b"", **programs}
     cfg = runner.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout,

@@ -204,11 +204,13 @@ def lock_campaign(workdir: Path) -> int:
     return fd
 
 
-def seed(workdir: Path, seeds: Path, svmprog: Path, log) -> int:
+def seed(workdir: Path, seeds: Path, log) -> int:
     """Makes DIR/corpus from the binary form of seeds/*.svmp, or keeps the
     campaign's corpus already there. How many inputs it holds. The corpus is
-    encoded in a temporary directory renamed into place, so a bad seed or a
+    written in a temporary directory renamed into place, so a bad seed or a
     kill leaves no half-seeded corpus to be taken for a campaign."""
+    from svmfuzz import runner
+
     corpus = workdir / "corpus"
     workdir.mkdir(parents=True, exist_ok=True)
     remove_temporaries(workdir, corpus.name, "campaign.conf")
@@ -219,16 +221,16 @@ def seed(workdir: Path, seeds: Path, svmprog: Path, log) -> int:
     texts = sorted(seeds.glob("*.svmp"))
     if not texts:
         raise SvmfuzzError(f"no seed programs (*.svmp) in {seeds}")
-    if not svmprog.is_file():
-        raise SvmfuzzError(f"{svmprog} is missing: build it (cmake --build <build> --target svmprog)")
+    try:
+        encoded = runner.encode_programs(texts)
+    except SvmfuzzError as e:
+        raise SvmfuzzError(f"bad seed program: {e}") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{corpus.name}.tmp-", dir=workdir))
     try:
-        done = subprocess.run([str(svmprog), "encode", "-o", str(tmp), *map(str, texts)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SvmfuzzError(f"bad seed program: {done.stderr.strip()}")
-        for p in tmp.iterdir():
-            with open(p, "rb") as f:
+        for text, data in zip(texts, encoded):
+            with open(tmp / f"{text.stem}.bin", "wb") as f:
+                f.write(data)
+                f.flush()
                 os.fsync(f.fileno())
             _kill_point()
         _sync_dir(tmp)
@@ -363,7 +365,7 @@ def _fuzz(args, build: Path, workdir: Path, lock: int, log) -> int:
 
     binary = harness(build, args.engine)
     mutator = afl_mutator(build) if args.engine == "afl" else None
-    seeds = seed(workdir, Path(args.seeds), build / "fuzz" / "program" / "svmprog", log)
+    seeds = seed(workdir, Path(args.seeds), log)
     # The console logs of a campaign are its own (DIR/vm), not --workdir's.
     args.workdir = str(workdir / "vm")
     vm_cfg = config_from_args(args, "executor", log)
@@ -461,7 +463,7 @@ class CrashTriage:
     minimized: str = ""                  # its minimal program (.min.svmp), when triage made one
     minimized_ops: int = 0
     reproducer: str = ""                 # that program as C (svmfuzz prog2c), or why there is none
-    program: str = ""                    # svmprog decode
+    program: str = ""                    # its text form (decode)
     why: list[str] = field(default_factory=list)  # what the campaign saw (crash-*.txt)
 
 
@@ -493,14 +495,12 @@ def check_input(path: Path) -> tuple[bytes | None, str]:
     return data, ""
 
 
-def decode(svmprog: Path, path: Path) -> tuple[str, str]:
+def decode(data: bytes) -> tuple[str, str]:
     """The text form of a binary input, or "" and why there is none."""
-    done = subprocess.run([str(svmprog), "decode", str(path)], capture_output=True, text=True)
-    if done.returncode != 0:
-        return "", done.stderr.strip() or f"svmprog decode exited with {done.returncode}"
-    if not done.stdout.strip():
+    program = native.decode_program(data)
+    if not program:
         return "", "it decodes to a program with no op"
-    return done.stdout, ""
+    return program, ""
 
 
 def outcome_title(outcome) -> str:
@@ -677,25 +677,22 @@ def _write_triage(workdir: Path, repeat: int, results: list[CrashTriage],
     return buckets
 
 
-def _minimize(r, crash: CrashTriage, title: str, svmprog: Path, knobs: protocol.Knobs | None,
-              args, program_timeout_ms: int, log) -> None:
+def _minimize(r, crash: CrashTriage, title: str, knobs: protocol.Knobs | None, args,
+              program_timeout_ms: int, log) -> None:
     """The best input of a bucket minimized, next to it, and written as C."""
     from svmfuzz import minimize, repro
 
     path = Path(crash.input)
     log(f"triage: minimizing {path.name} ({title}, {crash.reproduced}/{crash.runs})")
-    out = minimize.minimize(crash.program,
-                            minimize.guest_holds(r, svmprog, title, knobs, args.repeat,
-                                                 crash.reproduced, log),
-                            minimize.validator(svmprog), log, args.minimize_steps)
+    holds = minimize.guest_holds(r, title, knobs, args.repeat, crash.reproduced, log)
+    out = minimize.minimize(crash.program, holds, minimize.is_program, log, args.minimize_steps)
     target = minimize.minimized_path(path)
     minimize.write_minimized(target, out, title, crash.reproduced, crash.runs, path)
     crash.minimized, crash.minimized_ops = str(target), len(minimize.ops(out))
     log(f"triage: {path.name}: {len(minimize.ops(crash.program))} -> {crash.minimized_ops} ops "
         f"in {target.name}")
     try:
-        source = repro.generate(svmprog, target, knobs=knobs,
-                                program_timeout_ms=program_timeout_ms)
+        source = repro.generate(target, knobs=knobs, program_timeout_ms=program_timeout_ms)
         c_path = path.with_name(path.name + ".c")
         write_atomic(c_path, source)
         crash.reproducer = str(c_path)
@@ -709,7 +706,6 @@ def triage_command(args, log) -> int:
 
     workdir = Path(args.dir).resolve()
     build = Path(args.build_dir)
-    svmprog = build / "fuzz" / "program" / "svmprog"
     inputs = saved_inputs(workdir / "crashes")
     if not inputs:
         log(f"triage: no saved inputs in {workdir / 'crashes'}")
@@ -728,7 +724,7 @@ def triage_command(args, log) -> int:
         data, why = check_input(path)
         program = ""
         if data is not None:
-            program, why = decode(svmprog, path)
+            program, why = decode(data)
         if why:
             log(f"triage: skipping {path}: {why}")
             skipped.append({"input": str(path), "why": why})
@@ -755,8 +751,8 @@ def triage_command(args, log) -> int:
                 for b in _write_triage(workdir, args.repeat, results, skipped, entries):
                     if b.title == NO_FINDING or b.title.startswith(TRIAGE_ERROR) or b.known:
                         continue
-                    _minimize(r, max(b.crashes, key=lambda c: c.reproduced), b.title, svmprog,
-                              knobs, args, program_timeout_ms, log)
+                    _minimize(r, max(b.crashes, key=lambda c: c.reproduced), b.title, knobs,
+                              args, program_timeout_ms, log)
                     _write_triage(workdir, args.repeat, results, skipped, entries)
     buckets = _write_triage(workdir, args.repeat, results, skipped, entries)
     for b in buckets:

@@ -60,28 +60,20 @@ def test_afl_stats_lines():
     assert campaign.parse_afl_stats("a   : 1\nbanner : x:y\nnothing\n") == {"a": "1", "banner": "x:y"}
 
 
-@pytest.fixture
-def svmprog():
-    path = build_dir() / "fuzz" / "program" / "svmprog"
-    if not path.is_file():
-        pytest.skip(f"no {path}: build it (cmake --build <build> --target svmprog)")
-    return path
-
-
-def test_a_new_campaign_is_seeded_and_a_resumed_one_keeps_its_corpus(tmp_path, svmprog):
+def test_a_new_campaign_is_seeded_and_a_resumed_one_keeps_its_corpus(tmp_path):
     said = []
-    n = campaign.seed(tmp_path, campaign.SEEDS, svmprog, said.append)
+    n = campaign.seed(tmp_path, campaign.SEEDS, said.append)
     seeds = sorted(campaign.SEEDS.glob("*.svmp"))
     assert n == len(seeds) > 0
     assert [p.name for p in campaign.corpus_files(tmp_path / "corpus")] == sorted(
         f"{p.stem}.bin" for p in seeds)
     (tmp_path / "corpus" / "found-later").write_bytes(b"\x01\x02")
     (tmp_path / "corpus" / "boot_smoke.bin").write_bytes(b"\x03")
-    assert campaign.seed(tmp_path, campaign.SEEDS, svmprog, said.append) == n + 1
+    assert campaign.seed(tmp_path, campaign.SEEDS, said.append) == n + 1
     assert (tmp_path / "corpus" / "boot_smoke.bin").read_bytes() == b"\x03"
     assert said[-1] == f"fuzz: resuming {tmp_path} ({n + 1} corpus inputs)"
     with pytest.raises(Exception, match="no seed programs"):
-        campaign.seed(tmp_path / "other", tmp_path / "none", svmprog, said.append)
+        campaign.seed(tmp_path / "other", tmp_path / "none", said.append)
 
 
 def test_config_the_harness_reads(tmp_path):
@@ -143,7 +135,7 @@ def _fake_vm(tmp_path):
                                                   Path(args.workdir))
 
 
-def test_a_campaign_against_the_stand_in_and_its_resumption(tmp_path, svmprog, monkeypatch,
+def test_a_campaign_against_the_stand_in_and_its_resumption(tmp_path, monkeypatch,
                                                             capsys):
     monkeypatch.setattr("svmfuzz.vm.config_from_args", _fake_vm(tmp_path))
     work = tmp_path / "campaign"
@@ -169,8 +161,8 @@ def test_a_campaign_against_the_stand_in_and_its_resumption(tmp_path, svmprog, m
     assert len(campaign.corpus_files(work / "corpus")) >= corpus
 
 
-def test_a_sigterm_stops_the_engine_and_its_vm_and_keeps_the_state(tmp_path, svmprog,
-                                                                    monkeypatch, capsys):
+def test_a_sigterm_stops_the_engine_and_its_vm_and_keeps_the_state(tmp_path, monkeypatch,
+                                                                    capsys):
     monkeypatch.setattr("svmfuzz.vm.config_from_args", _fake_vm(tmp_path))
     work = tmp_path / "campaign"
     timer = threading.Timer(8, os.kill, (os.getpid(), signal.SIGTERM))
@@ -190,7 +182,7 @@ def test_a_sigterm_stops_the_engine_and_its_vm_and_keeps_the_state(tmp_path, svm
     assert campaign.corpus_files(work / "corpus")
 
 
-def test_a_harness_that_cannot_boot_fails_the_campaign(tmp_path, svmprog, monkeypatch, capsys):
+def test_a_harness_that_cannot_boot_fails_the_campaign(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("svmfuzz.vm.config_from_args", _fake_vm(tmp_path))
     monkeypatch.setenv("FAKE_QEMU_MODE", "die")
     work = tmp_path / "campaign"
@@ -258,7 +250,7 @@ def _saved(tmp_path, monkeypatch, runner_class, lasts: dict[str, int]) -> Path:
     return crashes
 
 
-def test_triage_reruns_buckets_and_skips_what_it_cannot_run(tmp_path, svmprog, monkeypatch,
+def test_triage_reruns_buckets_and_skips_what_it_cannot_run(tmp_path, monkeypatch,
                                                             capsys):
     crashes = _saved(tmp_path, monkeypatch, _FakeRunner,
                      {"crash-a": 1, "crash-b": 2, "crash-c": 1, "crash-d": 7})
@@ -289,8 +281,8 @@ def test_triage_reruns_buckets_and_skips_what_it_cannot_run(tmp_path, svmprog, m
     assert report["unknown"] == 2
 
 
-def test_triage_marks_known_outcomes_and_runs_with_the_campaigns_knobs(tmp_path, svmprog,
-                                                                      monkeypatch, capsys):
+def test_triage_marks_known_outcomes_and_runs_with_the_campaigns_knobs(tmp_path, monkeypatch,
+                                                                      capsys):
     _saved(tmp_path, monkeypatch, _FakeRunner, {"crash-a": 1, "crash-b": 2})
     (tmp_path / "campaign.conf").write_text("op_timeout_ms = 3000\nknobs = break_fence_wait=1\n")
     known = tmp_path / "known"
@@ -323,8 +315,8 @@ class _MarkerRunner(_FakeRunner):
         return types.SimpleNamespace(findings=findings, result=result, life=self.life)
 
 
-def test_triage_minimizes_the_best_input_of_a_bucket_and_writes_it_as_c(tmp_path, svmprog,
-                                                                         monkeypatch, capsys):
+def test_triage_minimizes_the_best_input_of_a_bucket_and_writes_it_as_c(tmp_path, monkeypatch,
+                                                                         capsys):
     crashes = _saved(tmp_path, monkeypatch, _MarkerRunner, {})
     texts = {"marker": "drop_acks count=7\n", "input": """
         mmap buf=0 pages=8 kind=anon prot=rw
@@ -335,7 +327,7 @@ def test_triage_minimizes_the_best_input_of_a_bucket_and_writes_it_as_c(tmp_path
         sleep us=2000
         munmap buf=0 off=0 pages=8
     """}
-    encoded = runner.encode_texts(texts, tmp_path, svmprog)
+    encoded = runner.encode_texts(texts)
     _MarkerRunner.marker = encoded["marker"]
     _MarkerRunner.programs = []
     (crashes / "crash-x").write_bytes(encoded["input"])
@@ -357,7 +349,7 @@ def test_triage_minimizes_the_best_input_of_a_bucket_and_writes_it_as_c(tmp_path
     assert campaign.saved_inputs(crashes) == [crashes / "crash-x"]
 
 
-def test_triage_refuses_a_malformed_known_list_and_bad_knobs(tmp_path, svmprog, monkeypatch):
+def test_triage_refuses_a_malformed_known_list_and_bad_knobs(tmp_path, monkeypatch):
     _saved(tmp_path, monkeypatch, _FakeRunner, {"crash-a": 1})
     known = tmp_path / "known"
     known.write_text("a title without its reason\n")
@@ -447,17 +439,17 @@ def _seeds(tmp_path, bad: bool) -> Path:
     return seeds
 
 
-def test_a_bad_seed_is_named_and_leaves_no_corpus(tmp_path, svmprog):
+def test_a_bad_seed_is_named_and_leaves_no_corpus(tmp_path):
     work = tmp_path / "campaign"
     with pytest.raises(SvmfuzzError, match=r"bad seed program: .*zz_bad\.svmp:1"):
-        campaign.seed(work, _seeds(tmp_path, bad=True), svmprog, print)
+        campaign.seed(work, _seeds(tmp_path, bad=True), print)
     assert sorted(p.name for p in work.iterdir()) == []
     (tmp_path / "seeds" / "zz_bad.svmp").unlink()
-    assert campaign.seed(work, tmp_path / "seeds", svmprog, print) == 3
+    assert campaign.seed(work, tmp_path / "seeds", print) == 3
     assert len(campaign.corpus_files(work / "corpus")) == 3
 
 
-def test_seeding_killed_at_each_step_is_never_resumed_half_done(tmp_path, svmprog):
+def test_seeding_killed_at_each_step_is_never_resumed_half_done(tmp_path):
     seeds = _seeds(tmp_path, bad=False)
     killed = 0
     for at in range(1, 20):
@@ -465,8 +457,8 @@ def test_seeding_killed_at_each_step_is_never_resumed_half_done(tmp_path, svmpro
         done = subprocess.run(
             [sys.executable, "-c", "import sys; from pathlib import Path; "
              "from svmfuzz import campaign; "
-             "campaign.seed(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), print)",
-             str(work), str(seeds), str(svmprog)],
+             "campaign.seed(Path(sys.argv[1]), Path(sys.argv[2]), print)",
+             str(work), str(seeds)],
             env=dict(os.environ, **{campaign.KILL_AT_WRITE_ENV: str(at)}),
             cwd=Path(campaign.__file__).parents[1], capture_output=True, text=True)
         if done.returncode == 0:
@@ -476,7 +468,7 @@ def test_seeding_killed_at_each_step_is_never_resumed_half_done(tmp_path, svmpro
         # A corpus is there whole, or not at all.
         assert len(campaign.corpus_files(work / "corpus")) in (0, 3)
         said = []
-        assert campaign.seed(work, seeds, svmprog, said.append) == 3
+        assert campaign.seed(work, seeds, said.append) == 3
         assert sorted(p.name for p in work.iterdir()) == ["corpus"]
     # A step per encoded seed and one after the rename.
     assert killed == 4
@@ -494,7 +486,7 @@ class _RaisingRunner(_FakeRunner):
         return super().run(program)
 
 
-def test_triage_writes_as_it_goes_and_an_odd_result_is_a_finding(tmp_path, svmprog, monkeypatch,
+def test_triage_writes_as_it_goes_and_an_odd_result_is_a_finding(tmp_path, monkeypatch,
                                                                   capsys):
     _saved(tmp_path, monkeypatch, _RaisingRunner, {"crash-a": 1, "crash-b": 3, "crash-c": 4})
     assert cli.main(["triage", str(tmp_path), "--build-dir", str(build_dir()),

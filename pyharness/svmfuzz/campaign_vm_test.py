@@ -2,8 +2,8 @@
 installed) must run programs, learn from the guest's coverage and keep their
 state; triage must title a real finding and say how often it reproduces.
 
-The build directory (SVMFUZZ_BUILD) gives the harnesses, svmprog and the
-runner module; its artifacts/ the guest.
+The build directory (SVMFUZZ_BUILD) gives the harnesses and the runner
+module; its artifacts/ the guest.
 """
 
 import json
@@ -51,7 +51,7 @@ def _seeds() -> int:
     return len(list(campaign.SEEDS.glob("*.svmp")))
 
 
-def test_libfuzzer_campaign_then_triage_of_a_planted_finding(guest_artifacts, svmprog, tmp_path,
+def test_libfuzzer_campaign_then_triage_of_a_planted_finding(guest_artifacts, tmp_path,
                                                               capsys):
     work = tmp_path / "libfuzzer"
     assert _fuzz("libfuzzer", work) == 0
@@ -70,7 +70,7 @@ def test_libfuzzer_campaign_then_triage_of_a_planted_finding(guest_artifacts, sv
     shutil.copy(work / "campaign.conf", planted / "campaign.conf")
     with open(planted / "campaign.conf", "a") as conf:
         conf.write("knobs = break_fence_wait=1\n")
-    program = runner.encode_texts({"lost_ack": LOST_ACK}, tmp_path, svmprog)["lost_ack"]
+    program = runner.encode_texts({"lost_ack": LOST_ACK})["lost_ack"]
     (planted / "crashes" / "crash-lost-ack").write_bytes(program)
     (planted / "crashes" / "crash-empty").write_bytes(b"")
     assert cli.main(["triage", str(planted), "--build-dir", str(build_dir()), "--accel", "tcg",
@@ -104,7 +104,7 @@ def test_libfuzzer_campaign_then_triage_of_a_planted_finding(guest_artifacts, sv
 
 
 @pytest.mark.skipif(shutil.which("afl-fuzz") is None, reason="afl-fuzz is not installed")
-def test_afl_campaign_runs_on_guest_coverage(guest_artifacts, svmprog, tmp_path, capsys):
+def test_afl_campaign_runs_on_guest_coverage(guest_artifacts, tmp_path, capsys):
     if not (build_dir() / "fuzz" / "campaign" / campaign.HARNESS["afl"]).is_file():
         pytest.skip("the AFL++ harness is not built")
     work = tmp_path / "afl"

@@ -10,14 +10,6 @@ from svmfuzz.paths import build_dir
 
 
 @pytest.fixture(scope="session")
-def svmprog():
-    path = build_dir() / "fuzz" / "program" / "svmprog"
-    if not path.is_file():
-        pytest.skip(f"no {path}: build it (cmake --build <build> --target svmprog)")
-    return path
-
-
-@pytest.fixture(scope="session")
 def guest_artifacts() -> vm.Artifacts:
     try:
         return vm.Artifacts.from_build(build_dir())

@@ -62,8 +62,8 @@ def pattern_word(seed: int, word: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def programs(tmp_path_factory, svmprog) -> dict[str, bytes]:
-    return runner.encode_texts(PROGRAMS, tmp_path_factory.mktemp("programs"), svmprog)
+def programs() -> dict[str, bytes]:
+    return runner.encode_texts(PROGRAMS)
 
 
 @pytest.fixture(scope="module")

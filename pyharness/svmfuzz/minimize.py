@@ -4,17 +4,16 @@ triage for the best input of every bucket.
 The program is worked on in its text form, one op a line. Each step makes a
 candidate (an op or a fork's whole block dropped, a fork's body run in the
 parent, an op moved from a thread to the main one, a number made smaller);
-svmprog checks it is a valid program, and it runs `tries` times. A step is
-kept when the title comes back at least as often as it did from the program
-before minimization, so a timing-dependent bug gets several tries per step
-and loses no reliability. Rounds go on until one changes nothing.
+the program parser (native.format_program) checks it is a valid program,
+and it runs `tries` times. A step is kept when the title comes back at
+least as often as it did from the program before minimization, so a
+timing-dependent bug gets several tries per step and loses no reliability.
+Rounds go on until one changes nothing.
 """
 
 from __future__ import annotations
 
 import re
-import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -120,25 +119,24 @@ def _clock(seconds: float) -> str:
     return f"{m}:{s:02d}"
 
 
-def validator(svmprog: Path) -> Callable[[str], bool]:
-    """valid(text): svmprog accepts it as a program."""
-    def valid(text: str) -> bool:
-        with tempfile.NamedTemporaryFile("w", suffix=".svmp") as f:
-            f.write(text)
-            f.flush()
-            return subprocess.run([str(svmprog), "fmt", f.name], capture_output=True).returncode == 0
-    return valid
+def is_program(text: str) -> bool:
+    """The parser accepts `text` as a program."""
+    from svmfuzz import native
+
+    try:
+        native.format_program(text)
+    except ValueError:
+        return False
+    return True
 
 
-def guest_holds(r, svmprog: Path, title: str, knobs, tries: int, need: int,
-                log) -> Callable[[str], bool]:
+def guest_holds(r, title: str, knobs, tries: int, need: int, log) -> Callable[[str], bool]:
     """holds(text): the program gives `title` in at least `need` of `tries`
     runs in the runner `r` (it stops as soon as that is decided)."""
     from svmfuzz import campaign, runner
 
     def holds(text: str) -> bool:
-        with tempfile.TemporaryDirectory(prefix="svmfuzz-minimize-") as d:
-            data = runner.encode_texts({"candidate": text}, Path(d), svmprog)["candidate"]
+        data = runner.encode_texts({"candidate": text})["candidate"]
         got = 0
         for k in range(tries):
             got += campaign.run_title(r, data, knobs, "minimize", log) == title
@@ -170,7 +168,6 @@ def command(args, log) -> int:
     path = Path(args.input)
     if args.tries < 1:
         raise SvmfuzzError("--tries wants at least 1 run")
-    svmprog = repro.svmprog_path(Path(args.build_dir))
     data, program, knobs, cfg = repro.input_run(path, args, log, "minimize-vm")
     with runner.Runner(cfg, log) as r:
         t = campaign.rerun(r, path, data, program, knobs, args.tries, log)
@@ -179,9 +176,8 @@ def command(args, log) -> int:
             raise SvmfuzzError(f"{path}: gave no finding in {t.runs} run(s): nothing to minimize")
         log(f"minimize: {path.name}: {b.title} in {t.reproduced}/{t.runs} runs; minimizing "
             f"{len(ops(program))} ops")
-        out = minimize(program, guest_holds(r, svmprog, b.title, knobs, args.tries,
-                                            t.reproduced, log),
-                       validator(svmprog), log, args.max_steps)
+        out = minimize(program, guest_holds(r, b.title, knobs, args.tries, t.reproduced, log),
+                       is_program, log, args.max_steps)
     target = minimized_path(path)
     write_minimized(target, out, b.title, t.reproduced, t.runs, path)
     log(f"minimize: {len(ops(program))} -> {len(ops(out))} ops, in {target}")

@@ -40,7 +40,7 @@ def test_drops_unwraps_and_shrinks_to_what_the_bug_needs():
         "drop_acks count=1",
         "munmap buf=0 off=0 pages=1",
     ]
-    # No program ran twice, and none that svmprog would refuse.
+    # No program ran twice, and none that the stand-in validator refuses.
     assert len(seen) == len(set(seen)) and all(_valid(t) for t in seen)
 
 

@@ -2,6 +2,8 @@
 control channels and VM lives, built as the svmfuzz_runner module in the CMake
 build directory and loaded from there on first use: native.Runner,
 native.RunnerConfig, native.Vm, native.VmConfig, native.DevCtl, native.Lost.
+It also holds the program codec of fuzz/program: native.encode_program,
+native.decode_program, native.format_program and native.c_source.
 """
 
 import importlib.machinery

@@ -47,8 +47,8 @@ def _outer_files(vmlinux, pcs: list[int]) -> list[str]:
     return files
 
 
-def test_the_fuzz_kernel_covers_mm_and_the_driver_only(guest_artifacts, svmprog, tmp_path):
-    program = runner.encode_texts({"p": PROGRAM}, tmp_path, svmprog)["p"]
+def test_the_fuzz_kernel_covers_mm_and_the_driver_only(guest_artifacts):
+    program = runner.encode_texts({"p": PROGRAM})["p"]
     fuzz = vm.Artifacts.for_kernel(build_dir(), "release", None, "fuzz", print)
     config = (fuzz.kernel / ".config").read_text()
     assert "# CONFIG_KCOV_INSTRUMENT_ALL is not set" in config

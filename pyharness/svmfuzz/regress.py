@@ -242,13 +242,12 @@ def table(suites: dict[str, list[Result]]) -> list[str]:
     return lines
 
 
-def run_corpus(r, programs: list[Program], release: str, svmprog: Path, log,
-               knobs=None) -> list[Result]:
+def run_corpus(r, programs: list[Program], release: str, log, knobs=None) -> list[Result]:
     """Each program's runs; `knobs`: the driver's test-only knobs for every
     program (a planted bug, to show that regress catches it)."""
     from svmfuzz import runner
 
-    encoded = runner.encode_programs([p.path for p in programs], svmprog)
+    encoded = runner.encode_programs([p.path for p in programs])
     results = []
     for n, (p, data) in enumerate(zip(programs, encoded), 1):
         exp = p.expected(release)
@@ -301,8 +300,8 @@ def _run_kernel(args, programs: list[Program], kernel_tree: str, log) -> tuple[s
         boot_timeout=args.timeout, op_timeout_ms=args.op_timeout_ms,
         program_timeout_ms=args.program_timeout_ms, reset=runner.reset_mode(args.reset))
     with runner.Runner(cfg, log) as r:
-        return release, run_corpus(r, programs, release, build / "fuzz" / "program" / "svmprog",
-                                   log, campaign.parse_knobs(args.knobs, "--knobs"))
+        return release, run_corpus(r, programs, release, log,
+                                   campaign.parse_knobs(args.knobs, "--knobs"))
 
 
 def command(args, log) -> int:

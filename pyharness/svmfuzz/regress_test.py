@@ -108,14 +108,13 @@ class _Runner:
 
 def _regress(tmp_path, monkeypatch, *extra):
     monkeypatch.setattr("svmfuzz.regress._run_kernel", lambda args, programs, tree, log: (
-        "6.12.118", regress.run_corpus(_Runner(None, log), programs, "6.12.118",
-                                       build_dir() / "fuzz" / "program" / "svmprog", log)))
+        "6.12.118", regress.run_corpus(_Runner(None, log), programs, "6.12.118", log)))
     return cli.main(["regress", "--build-dir", str(build_dir()), "--results",
                      str(tmp_path / "results"), "--junit", str(tmp_path / "junit.xml"),
                      "--only", "boot_smoke,hmm_anon_read", *extra])
 
 
-def test_a_planted_bug_fails_naming_program_expected_and_got(tmp_path, monkeypatch, capsys, svmprog):
+def test_a_planted_bug_fails_naming_program_expected_and_got(tmp_path, monkeypatch, capsys):
     _Runner.broken = False
     assert _regress(tmp_path, monkeypatch) == 0
     out = capsys.readouterr().out

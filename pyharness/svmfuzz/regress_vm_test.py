@@ -18,7 +18,7 @@ def _regress(tmp_path, *extra) -> int:
                      str(tmp_path / "junit.xml"), *extra])
 
 
-def test_the_corpus_passes_on_the_builds_kernel(guest_artifacts, svmprog, tmp_path, capsys):
+def test_the_corpus_passes_on_the_builds_kernel(guest_artifacts, tmp_path, capsys):
     assert _regress(tmp_path) == 0
     out = capsys.readouterr().out
     print(out)
@@ -27,8 +27,8 @@ def test_the_corpus_passes_on_the_builds_kernel(guest_artifacts, svmprog, tmp_pa
     assert len(cases) >= 40
 
 
-def test_a_planted_driver_bug_fails_naming_program_and_outcomes(guest_artifacts, svmprog,
-                                                                tmp_path, capsys):
+def test_a_planted_driver_bug_fails_naming_program_and_outcomes(guest_artifacts, tmp_path,
+                                                                capsys):
     # The driver counts an invalidate_range_start twice: its balance check fires.
     assert _regress(tmp_path, "--only", "boot_smoke,hmm_anon_read",
                     "--knobs", "break_imbalance=1") == 1

@@ -1,5 +1,5 @@
 """Reproducing one input: `svmfuzz prog2c` writes it as a standalone C
-program (svmprog prog2c, fuzz/program/csource.h) that runs in the guest
+program (native.c_source, fuzz/program/csource.h) that runs in the guest
 without the executor; `svmfuzz repro` runs it again and again through the
 executor with every oracle, as triage does, and says how often it gave
 which title.
@@ -12,46 +12,35 @@ driver knobs, bounds and kernel arguments.
 
 from __future__ import annotations
 
-import subprocess
-from dataclasses import fields
 from pathlib import Path
 
-from svmfuzz import campaign, protocol, symbolize
+from svmfuzz import campaign, native, protocol, symbolize
 from svmfuzz.errors import SvmfuzzError
 
 
-def svmprog_path(build: Path) -> Path:
-    path = build / "fuzz" / "program" / "svmprog"
-    if not path.is_file():
-        raise SvmfuzzError(f"{path} is missing: build it (cmake --build {build} --target svmprog)")
-    return path
-
-
-def knob_args(knobs: protocol.Knobs | None) -> list[str]:
-    """svmprog prog2c's --knob arguments for the knobs that are set."""
-    if knobs is None:
-        return []
-    out = []
-    for f in fields(protocol.Knobs):
-        if getattr(knobs, f.name):
-            out += ["--knob", f"{f.name}={getattr(knobs, f.name)}"]
-    # All zero is still knobs to set, as the executor sets them.
-    return out or ["--knob", f"{fields(protocol.Knobs)[0].name}=0"]
-
-
-def generate(svmprog: Path, program: Path, target: str = "svmdev",
-             knobs: protocol.Knobs | None = None, repeat: int = 1,
-             program_timeout_ms: int | None = None) -> str:
+def generate(program: Path, target: str = "svmdev", knobs: protocol.Knobs | None = None,
+             repeat: int = 1, program_timeout_ms: int | None = None) -> str:
     """The C reproducer of `program`; SvmfuzzError says why there is none
     (a malformed program, an op the target cannot express)."""
-    argv = [str(svmprog), "prog2c", "--target", target, "--repeat", str(repeat),
-            *knob_args(knobs)]
-    if program_timeout_ms is not None:
-        argv += ["--timeout-ms", str(program_timeout_ms)]
-    done = subprocess.run([*argv, str(program)], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SvmfuzzError(f"prog2c: {done.stderr.strip() or f'svmprog exited with {done.returncode}'}")
-    return done.stdout
+    from svmfuzz import runner
+
+    text = program.suffix == ".svmp"
+    try:
+        data = runner.encode_programs([program])[0] if text else program.read_bytes()
+    except SvmfuzzError as e:
+        raise SvmfuzzError(f"prog2c: {e}") from None
+    except OSError as e:
+        raise SvmfuzzError(f"prog2c: {program}: cannot read it: {e.strerror}") from None
+    if not native.decode_program(data):
+        raise SvmfuzzError(f"prog2c: {program}: {'the program has' if text else 'it decodes to'} "
+                           "no op: nothing to reproduce")
+    options = {} if program_timeout_ms is None else {"program_timeout_ms": program_timeout_ms}
+    try:
+        # All knobs zero is still knobs to set, as the executor sets them.
+        return native.c_source(data, target, knobs.values() if knobs is not None else [],
+                               repeat, **options)
+    except ValueError as e:
+        raise SvmfuzzError(f"prog2c: {program}: {e}") from None
 
 
 def _settings(path: Path, args, log) -> tuple[protocol.Knobs | None, int, int]:
@@ -72,8 +61,7 @@ def prog2c_command(args, log) -> int:
     if not path.is_file():
         raise SvmfuzzError(f"{path}: no such file")
     knobs, _, program_ms = _settings(path, args, lambda msg: None)
-    source = generate(svmprog_path(Path(args.build_dir)), path, args.target, knobs, args.repeat,
-                      program_ms)
+    source = generate(path, args.target, knobs, args.repeat, program_ms)
     if args.output:
         Path(args.output).write_text(source)
         log(f"prog2c: wrote {args.output}; build it with: gcc -static -pthread -O1 -o repro "
@@ -83,17 +71,17 @@ def prog2c_command(args, log) -> int:
     return 0
 
 
-def load_input(path: Path, svmprog: Path) -> tuple[bytes, str]:
+def load_input(path: Path) -> tuple[bytes, str]:
     """The binary form of an input and its text form."""
     from svmfuzz import runner
 
     if path.suffix == ".svmp":
-        (data,) = runner.encode_programs([path], svmprog)
+        (data,) = runner.encode_programs([path])
         return data, path.read_text()
     data, why = campaign.check_input(path)
     program = ""
     if data is not None:
-        program, why = campaign.decode(svmprog, path)
+        program, why = campaign.decode(data)
     if why:
         raise SvmfuzzError(f"{path}: {why}")
     return data, program
@@ -108,7 +96,7 @@ def input_run(path: Path, args, log, vm_dir: str):
 
     if not path.is_file():
         raise SvmfuzzError(f"{path}: no such file")
-    data, program = load_input(path, svmprog_path(Path(args.build_dir)))
+    data, program = load_input(path)
     knobs, op_ms, program_ms = _settings(path, args, log)
     workdir = campaign.campaign_of(path)
     if not args.workdir and workdir is not None:

@@ -1,4 +1,4 @@
-"""svmfuzz prog2c and svmfuzz repro, with svmprog of the build and a
+"""svmfuzz prog2c and svmfuzz repro, with the build's runner module and a
 stand-in runner; the guest side is repro_vm_test.py."""
 
 import types
@@ -25,7 +25,7 @@ def prog2c(tmp_path, *argv) -> tuple[int, str]:
     return rc, out.read_text() if rc == 0 else ""
 
 
-def test_prog2c_writes_the_program_as_c_with_each_op_above_its_code(tmp_path, svmprog):
+def test_prog2c_writes_the_program_as_c_with_each_op_above_its_code(tmp_path):
     rc, source = prog2c(tmp_path, str(SMOKE))
     assert rc == 0
     assert "/* 0: mmap buf=0 pages=64 kind=anon prot=rw */" in source
@@ -37,7 +37,7 @@ def test_prog2c_writes_the_program_as_c_with_each_op_above_its_code(tmp_path, sv
     assert "#define DEFAULT_RUNS 0L" in source
 
 
-def test_prog2c_says_why_it_cannot(tmp_path, svmprog, capsys):
+def test_prog2c_says_why_it_cannot(tmp_path, capsys):
     rc, _ = prog2c(tmp_path, "--target", "test_hmm", str(SMOKE))
     assert rc == 1
     assert ("op 8 (dev_atomic buf=0 off=48 pages=4): test_hmm cannot express it"
@@ -65,7 +65,7 @@ def _campaign(tmp_path: Path, conf: str) -> Path:
     return path
 
 
-def test_prog2c_of_a_saved_input_takes_its_campaigns_knobs_and_bound(tmp_path, svmprog):
+def test_prog2c_of_a_saved_input_takes_its_campaigns_knobs_and_bound(tmp_path):
     saved = _campaign(tmp_path, "program_timeout_ms = 7000\nknobs = break_fence_wait=1\n")
     rc, source = prog2c(tmp_path, str(saved))
     assert rc == 0
@@ -108,7 +108,7 @@ def stand_in(monkeypatch):
     _Runner.seen = []
 
 
-def test_repro_runs_a_saved_input_as_its_campaign_did(tmp_path, svmprog, stand_in, capsys):
+def test_repro_runs_a_saved_input_as_its_campaign_did(tmp_path, stand_in, capsys):
     saved = _campaign(tmp_path, "op_timeout_ms = 3000\nknobs = break_fence_wait=1\n")
     assert cli.main(["repro", str(saved), "-n", "3", "--build-dir", str(build_dir())]) == 0
     out = capsys.readouterr().out
@@ -124,7 +124,7 @@ def test_repro_runs_a_saved_input_as_its_campaign_did(tmp_path, svmprog, stand_i
     assert [k for _, k in _Runner.seen] == [protocol.Knobs(break_imbalance=1)]
 
 
-def test_repro_of_a_program_that_does_not_reproduce_fails(tmp_path, svmprog, stand_in, capsys):
+def test_repro_of_a_program_that_does_not_reproduce_fails(tmp_path, stand_in, capsys):
     prog = tmp_path / "p.svmp"
     prog.write_text("mmap buf=0 pages=1 kind=anon prot=rw\n")
     assert cli.main(["repro", str(prog), "-n", "2", "--build-dir", str(build_dir())]) == 1

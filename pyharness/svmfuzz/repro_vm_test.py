@@ -40,11 +40,11 @@ def program(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reproducer(program, svmprog):
+def reproducer(program):
     if shutil.which("gcc") is None:
         pytest.skip("no gcc to build the reproducer")
     source = program.with_suffix(".c")
-    source.write_text(repro.generate(svmprog, program, knobs=KNOBS))
+    source.write_text(repro.generate(program, knobs=KNOBS))
     binary = program.with_name("svmfuzz-repro")
     subprocess.run(["gcc", "-static", "-pthread", "-O1", "-Wall", "-Werror", "-o", str(binary),
                     str(source)], check=True)
@@ -56,9 +56,9 @@ def artifacts(extend_guest, reproducer):
     return extend_guest({"svmfuzz-repro": reproducer}, reproducer.parent)
 
 
-def test_the_reproducer_gives_the_title_the_executor_gives(artifacts, program, svmprog):
+def test_the_reproducer_gives_the_title_the_executor_gives(artifacts, program):
     workdir = build_dir() / "vm" / "repro_vm_test"
-    (data,) = runner.encode_programs([program], svmprog)
+    (data,) = runner.encode_programs([program])
     cfg = runner.RunnerConfig(vm.config(artifacts, workdir, accel="tcg"), op_timeout_ms=10000)
     with runner.Runner(cfg, print) as r:
         o = r.run(data, KNOBS)

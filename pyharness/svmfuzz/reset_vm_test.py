@@ -38,8 +38,8 @@ OP_TIMEOUT_MS = 15000
 
 
 @pytest.fixture(scope="module")
-def programs(tmp_path_factory, svmprog) -> dict[str, bytes]:
-    return runner.encode_texts(PROGRAMS, tmp_path_factory.mktemp("programs"), svmprog)
+def programs() -> dict[str, bytes]:
+    return runner.encode_texts(PROGRAMS)
 
 
 @pytest.fixture

@@ -17,9 +17,7 @@ reported on their control channels; and a life whose kernel reported
 trouble ends, so the next program gets a fresh kernel.
 """
 
-import subprocess
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,25 +141,33 @@ class Runner:
         self._native.close()
 
 
-def encode_programs(paths: list[Path], svmprog: Path) -> list[bytes]:
-    """The binary form of text programs, by the svmprog tool of the build."""
-    if not svmprog.is_file():
-        raise SvmfuzzError(f"{svmprog} is missing: build it (cmake --build <build> --target svmprog)")
-    with tempfile.TemporaryDirectory(prefix="svmfuzz-run-") as out:
-        done = subprocess.run([str(svmprog), "encode", "-o", out, *map(str, paths)],
-                              capture_output=True, text=True)
-        if done.returncode != 0:
-            raise SvmfuzzError(f"svmprog encode: {done.stderr.strip()}")
-        return [(Path(out) / f"{p.stem}.bin").read_bytes() for p in paths]
+def encode_programs(paths: list[Path]) -> list[bytes]:
+    """The binary form of text programs; SvmfuzzError names the file and
+    line of the first one that is not a valid program."""
+    out = []
+    for path in paths:
+        try:
+            # As read, line ends included; a stray byte that is not UTF-8 is
+            # the parser's to refuse, or a comment's.
+            text = path.read_bytes().decode(errors="replace")
+        except OSError as e:
+            raise SvmfuzzError(f"{path}: cannot read it: {e.strerror}") from None
+        out.append(_encode(str(path), text))
+    return out
 
 
-def encode_texts(texts: dict[str, str], workdir: Path, svmprog: Path) -> dict[str, bytes]:
+def encode_texts(texts: dict[str, str]) -> dict[str, bytes]:
     """The binary form of named programs given as text (indentation ignored)."""
-    paths = []
-    for name, text in texts.items():
-        paths.append(workdir / f"{name}.svmp")
-        paths[-1].write_text("\n".join(line.strip() for line in text.strip().splitlines()) + "\n")
-    return dict(zip(texts, encode_programs(paths, svmprog)))
+    return {name: _encode(name, "".join(f"{line.strip()}\n" for line in text.strip().splitlines()))
+            for name, text in texts.items()}
+
+
+def _encode(name: str, text: str) -> bytes:
+    try:
+        return native.encode_program(text)
+    except ValueError as e:
+        # "NAME:line:col: message", as a compiler names a place.
+        raise SvmfuzzError(f"{name}:{e}") from None
 
 
 def describe(outcome: Outcome) -> list[str]:
@@ -194,10 +200,8 @@ def describe(outcome: Outcome) -> list[str]:
 
 
 def run_command(args, log) -> int:
-    build = Path(args.build_dir)
-    svmprog = build / "fuzz" / "program" / "svmprog"
     paths = [Path(p) for p in args.programs]
-    programs = encode_programs(paths, svmprog)
+    programs = encode_programs(paths)
     cfg = native.RunnerConfig(config_from_args(args, "executor", log),
                               boot_timeout=args.timeout, op_timeout_ms=args.op_timeout_ms,
                               program_timeout_ms=args.program_timeout_ms,
@@ -228,8 +232,7 @@ DEVICE_BOUND = re.compile(r"svmdev \S+: svmdev interface \d+\.\d+")
 def boot_command(args, log) -> int:
     """Boots the guest to a ready executor, checks the driver bound every
     svmdev, and exercises the device once with the smoke program."""
-    build = Path(args.build_dir)
-    (program,) = encode_programs([SMOKE_PROGRAM], build / "fuzz" / "program" / "svmprog")
+    (program,) = encode_programs([SMOKE_PROGRAM])
     cfg = native.RunnerConfig(config_from_args(args, "executor", log), boot_timeout=args.timeout)
     with Runner(cfg, log) as runner:
         life = runner.boot()

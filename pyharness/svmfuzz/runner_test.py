@@ -186,22 +186,33 @@ def test_real_executor_behind_the_runner(cfg, monkeypatch):
     assert again.result.status == protocol.Status.OK and again.life.index == 0
 
 
-def test_text_programs_are_encoded_by_svmprog(tmp_path):
+def test_text_programs_are_encoded_naming_the_file_and_line_of_a_bad_one(tmp_path):
+    prog = tmp_path / "p.svmp"
+    prog.write_text("mmap buf=0 pages=4 kind=anon prot=rw\nyield\n")
+    assert runner.encode_programs([prog]) == [bytes([0, 0, 0, 4, 0, 0, 3, 34, 0])]
+    assert runner.encode_texts({"p": """
+        mmap buf=0 pages=4 kind=anon prot=rw
+        yield
+    """}) == {"p": bytes([0, 0, 0, 4, 0, 0, 3, 34, 0])}
+    bad = tmp_path / "bad.svmp"
+    bad.write_text("yield\nmmap buf=0\n")
+    with pytest.raises(SvmfuzzError, match=r"bad\.svmp:2:\d+: expected argument 'pages'"):
+        runner.encode_programs([prog, bad])
+    with pytest.raises(SvmfuzzError, match=r"^q:1:"):
+        runner.encode_texts({"p": "yield", "q": "munmap buf=0 off=0 pages=1"})
+    with pytest.raises(SvmfuzzError, match="none.svmp: cannot read it: No such file"):
+        runner.encode_programs([tmp_path / "none.svmp"])
+
+
+def test_op_names_are_the_ops_svmprog_lists():
     svmprog = built_tool("SVMFUZZ_SVMPROG", "fuzz/program/svmprog")
     if svmprog is None:
         pytest.skip("no svmprog built (set SVMFUZZ_SVMPROG)")
-    prog = tmp_path / "p.svmp"
-    prog.write_text("mmap buf=0 pages=4 kind=anon prot=rw\nyield\n")
-    assert runner.encode_programs([prog], svmprog) == [bytes([0, 0, 0, 4, 0, 0, 3, 34, 0])]
     # protocol.OP_NAMES mirrors the program model's op table.
     listed = subprocess.run([str(svmprog), "ops"], capture_output=True, text=True, check=True)
     names = [line.split()[0] for line in listed.stdout.splitlines()
              if line and not line[0].isspace()]
     assert tuple(names) == protocol.OP_NAMES
-    bad = tmp_path / "bad.svmp"
-    bad.write_text("mmap buf=0\n")
-    with pytest.raises(SvmfuzzError, match="bad.svmp:1"):
-        runner.encode_programs([bad], svmprog)
 
 
 def test_a_result_no_one_can_read_is_a_finding_and_ends_the_life(cfg):
