@@ -714,12 +714,8 @@ bool Campaign::Execute(const uint8_t* data, size_t size, uint8_t* map, size_t ma
   Judgement judged = Decide(outcome, console);
   if (!judged.findings.empty()) {
     if (judged.end_life) {
-      // Lockdep and KASAN report once, a WARN may leave state behind: the
-      // next input gets a fresh kernel. The rest of a report the kernel was
-      // still printing belongs to this one.
       const double ending = Now();
-      runner_.EndLife("kernel: " + judged.findings[0].title);
-      console = runner_.ConsoleWindow(outcome);
+      console = runner_.EndLifeAfterReport(outcome, judged.findings[0].title);
       ended = Now() - ending;
       Judgement whole = Decide(outcome, console);
       if (!whole.findings.empty()) judged = std::move(whole);

@@ -372,24 +372,28 @@ OpOutcome Buffers::Verify(uint64_t id, uint64_t off, uint64_t n, uint32_t seed,
   Range r;
   if (!Resolve(id, off, n, &r, &out)) return out;
   int64_t differ = 0;
+  // Pages found equal to pattern(seed): the check after it skips them.
+  std::vector<uint8_t> equal(r.count, 0);
   if (const int sig = Guarded([&] {
         for (uint64_t i = 0; i < r.count; i++) {
           if (!r.mapped[i]) continue;
           auto* w = reinterpret_cast<volatile uint64_t*>(r.addr + i * kPageSize);
           const uint64_t word0 = (r.first + i) * kWordsPerPage;
+          const int64_t before = differ;
           for (uint64_t k = 0; k < kWordsPerPage; k++) {
             const uint64_t x = w[k] ^ PatternWord(seed, word0 + k);
             // Most words match: the bytes are counted only where one differs.
             if (x != 0)
               for (int j = 0; j < 8; j++) differ += ((x >> (8 * j)) & 0xff) != 0;
           }
+          equal[i] = differ == before;
         }
       })) {
     Faulted(sig, &out);
   }
   out.ret = out.err ? out.ret : differ;
   if (out.err == 0 && differ != 0) out.err = EILSEQ;
-  return Finish(r, bad, out);
+  return Finish(r, bad, out, &equal, seed);
 }
 
 bool Buffers::Differs(const volatile uint64_t* src, const Page& seen, uint64_t page,
@@ -426,8 +430,9 @@ void Buffers::ReportIfStable(const Range& r, uint64_t page, const Page& seen, ui
                   static_cast<uint8_t>(actual >> (8 * j))});
 }
 
-OpOutcome Buffers::Finish(const Range& r, std::vector<PageMismatch>* bad, OpOutcome out) {
-  Check(r, bad);
+OpOutcome Buffers::Finish(const Range& r, std::vector<PageMismatch>* bad, OpOutcome out,
+                          const std::vector<uint8_t>* verified, uint32_t seed) {
+  Check(r, bad, verified, seed);
   if (r.clipped && out.err == 0) {
     out.err = EFAULT;
     out.flags |= proto::kOpSkipped;
@@ -435,7 +440,8 @@ OpOutcome Buffers::Finish(const Range& r, std::vector<PageMismatch>* bad, OpOutc
   return out;
 }
 
-void Buffers::Check(const Range& r, std::vector<PageMismatch>* bad) {
+void Buffers::Check(const Range& r, std::vector<PageMismatch>* bad,
+                    const std::vector<uint8_t>* verified, uint32_t seed) {
   for (uint64_t i = 0; i < r.count; i++) {
     if (!r.mapped[i]) continue;
     const uint64_t page = r.first + i;
@@ -447,6 +453,10 @@ void Buffers::Check(const Range& r, std::vector<PageMismatch>* bad) {
       seen = b.page[page];
     }
     if (seen.inflight > 0 || (seen.state != State::kZero && seen.state != State::kPattern))
+      continue;
+    // Read a moment ago and equal to what the shadow says.
+    if (verified != nullptr && (*verified)[i] && seen.state == State::kPattern &&
+        seen.seed == seed && seen.add0 == 0)
       continue;
     auto* src = reinterpret_cast<volatile uint64_t*>(r.addr + i * kPageSize);
     uint64_t word = 0, expected = 0, actual = 0;

@@ -161,10 +161,14 @@ class Buffers {
   void UnmapLocked(Buffer* b);
   // Closes its file and marks it unmapped; the mapping is already gone.
   void ForgetLocked(Buffer* b);
-  void Check(const Range& r, std::vector<PageMismatch>* bad);
+  // `verified`: pages of the range an op just found equal to pattern(seed),
+  // which a shadow of pattern(seed) needs not read again.
+  void Check(const Range& r, std::vector<PageMismatch>* bad,
+             const std::vector<uint8_t>* verified = nullptr, uint32_t seed = 0);
   // The end of every CPU access: check the range, and fail an access that
   // reached past the buffer's end with EFAULT.
-  OpOutcome Finish(const Range& r, std::vector<PageMismatch>* bad, OpOutcome out);
+  OpOutcome Finish(const Range& r, std::vector<PageMismatch>* bad, OpOutcome out,
+                   const std::vector<uint8_t>* verified = nullptr, uint32_t seed = 0);
   // Compares a page's bytes at `src` with what `seen` says; false if equal.
   static bool Differs(const volatile uint64_t* src, const Page& seen, uint64_t page,
                       uint64_t* word, uint64_t* expected, uint64_t* actual);

@@ -47,6 +47,15 @@ TEST_F(BuffersTest, WriteThenVerify) {
   EXPECT_GT(other.ret, 4 * 4096 * 9 / 10);
   b_->CheckAll(&bad_);
   EXPECT_TRUE(bad_.empty());
+  // A verify of the right seed that meets a changed byte fails, and its
+  // check names the page; the pages it found equal are not read again.
+  Addr(0, 3)[17] ^= 0x40;
+  OpOutcome bad = b_->Verify(0, 2, 4, 7, &bad_);
+  EXPECT_EQ(bad.err, EILSEQ);
+  EXPECT_EQ(bad.ret, 1);
+  ASSERT_EQ(bad_.size(), 1u);
+  EXPECT_EQ(bad_[0].page, 3u);
+  EXPECT_EQ(bad_[0].offset, 17);
 }
 
 TEST_F(BuffersTest, CorruptionIsFoundWithItsPlace) {

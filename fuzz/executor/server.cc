@@ -45,6 +45,8 @@ bool Serve(int fd, Supervisor* supervisor, const std::string& kernel, bool wait_
       } else {
         ok = port.Send(proto::MsgType::kResult,
                        proto::Encode(supervisor->Execute(request, &port)));
+        // The next program's process is forked while the host reads this one's result.
+        if (ok) supervisor->Prepare(&port);
       }
     } else if (frame.type == proto::MsgType::kDeviceReply) {
       // The answer to a program the watchdog ended before the host replied.

@@ -206,7 +206,8 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
   go.insert(go.end(), knobs, knobs + request.knobs.size() * sizeof(uint64_t));
   const std::vector<uint8_t> bytes = Encode(program);
   go.insert(go.end(), bytes.begin(), bytes.end());
-  if (request.flags & proto::kExecFreshProcess) DropSpare();
+  fresh_ = (request.flags & proto::kExecFreshProcess) != 0;
+  if (fresh_) DropSpare();
   uint64_t start = 0;
   bool remote = false;
   // A spare that died while it waited (the OOM killer takes it first), before
@@ -268,10 +269,12 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
     if (stuck || (busy >> i & 1)) kcov_.Replace(i);
   if (shared_->faults_armed) faults::Disarm();
   ReapOrphans();
-  // Last: the spare is a copy of the executor as the next program needs it.
-  std::string ignored;
-  MakeSpare(port, &ignored);
   return result;
+}
+
+void Supervisor::Prepare(Port* port) {
+  std::string ignored;
+  if (spare_.pid <= 0 && !fresh_) MakeSpare(port, &ignored);
 }
 
 void Supervisor::MakeSpare(Port* port, std::string* error) {

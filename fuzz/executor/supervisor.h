@@ -58,6 +58,9 @@ class Supervisor {
   // `port`: the host's, which the program reaches only through the relay
   // for its DEVICE requests.
   proto::ExecResult Execute(const proto::ExecRequest& request, Port* port);
+  // Between programs, once the result is on its way: forks the next
+  // program's process, unless the last request asked for a fresh one.
+  void Prepare(Port* port);
 
  private:
   // Carries a program's DEVICE requests to the host and the replies back,
@@ -115,6 +118,7 @@ class Supervisor {
   uint64_t oom_kills_ = 0;  // the kernel's count when we last looked
   uint32_t device_seq_ = 0;
   Spare spare_;
+  bool fresh_ = false;  // the last request's kExecFreshProcess
 };
 
 }  // namespace svmfuzz

@@ -385,7 +385,17 @@ void BindRunner(py::module_& m) {
              return seconds;
            })
       .def("end_life", &Runner::EndLife, py::arg("why"), py::call_guard<py::gil_scoped_release>())
-      .def("console_window", [](Runner& r, const Outcome& o) { return Text(r.ConsoleWindow(o)); })
+      .def(
+          "end_life_after_report",
+          [](Runner& r, const Outcome& o, const std::string& title) {
+            std::string console;
+            {
+              py::gil_scoped_release unlocked;
+              console = r.EndLifeAfterReport(o, title);
+            }
+            return Text(console);
+          },
+          py::arg("outcome"), py::arg("title"))
       .def(
           "devctl",
           [](Runner& r, int index) {

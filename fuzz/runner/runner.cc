@@ -329,6 +329,11 @@ void Runner::EndLife(const std::string& why) {
   }
 }
 
+std::string Runner::EndLifeAfterReport(const Outcome& outcome, const std::string& title) {
+  EndLife("kernel: " + title);
+  return ConsoleWindow(outcome);
+}
+
 std::string Runner::ConsoleWindow(const Outcome& outcome) {
   if (!outcome.life) return "";
   const bool goes_on = outcome.life == life() && vm_ && !ending_ && !kept_;

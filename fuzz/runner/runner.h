@@ -121,6 +121,11 @@ class Runner {
   // The console of `outcome`'s program as it is now: all of it once its
   // life has ended (a report the kernel was still printing belongs to it).
   std::string ConsoleWindow(const Outcome& outcome);
+  // After a program whose judge found a kernel report, titled `title`:
+  // ends the life (Lockdep and KASAN report once, a WARN may leave state
+  // behind) and returns the program's whole console, the rest of the report
+  // included, for the judge to judge again. Both front ends go through it.
+  std::string EndLifeAfterReport(const Outcome& outcome, const std::string& title);
   // Device `index`'s control channel in the current life.
   std::shared_ptr<DevCtl> ControlChannel(int index, std::string* error);
   // Powers the guest off (or kills it if it does not answer).

@@ -386,7 +386,8 @@ TEST_F(StandInTest, EndLifeGivesTheProgramTheRestOfTheConsole) {
   EXPECT_EQ(warned.console, "WARNING: CPU: 0 PID: 1 at mm/hmm.c:2 hmm_bar+0x2\n");
   std::ofstream(warned.life->console_log, std::ios::app) << "a line still being printed";
   EXPECT_EQ(r.ConsoleWindow(warned), warned.console);  // whole lines while the life goes on
-  r.EndLife("kernel: WARNING in hmm_bar");
+  EXPECT_EQ(r.EndLifeAfterReport(warned, "WARNING in hmm_bar"),
+            warned.console + "a line still being printed");
   EXPECT_EQ(r.ConsoleWindow(warned), warned.console + "a line still being printed");
   EXPECT_EQ(warned.life->end, "kernel: WARNING in hmm_bar");
   EXPECT_TRUE(Has(logged_.back(), "life 0 ended after 2 program(s): kernel: WARNING"))

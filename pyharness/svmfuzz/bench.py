@@ -36,6 +36,7 @@ reached, its execs, and its findings that no known outcome explains.
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import tempfile
@@ -183,23 +184,19 @@ def compare_profiles(args, programs: dict[str, bytes], log) -> None:
     profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
     rates: dict[str, dict[str, float]] = {}
     campaigns: dict[str, dict] = {}
-    chosen = args.kernel_profile
-    try:
-        for profile in profiles:
-            args.kernel_profile = profile
-            cfg = runner.RunnerConfig(config_from_args(args, "executor", log),
-                                      boot_timeout=args.timeout)
-            with runner.Runner(cfg, log) as r:
-                life = r.boot()
-                log(f"bench: {profile} kernel: executor ready in {life.boot_seconds:.1f} s")
-                rates[profile] = {name: measure(r, name, p, True, args.runs, args.seconds).rate
-                                  for name, p in programs.items()}
-                rates[profile]["boot s"] = life.boot_seconds
-            if args.profile_campaign_minutes > 0:
-                campaigns[profile] = measure_campaign(args, args.profile_campaign_minutes, log,
-                                                      "--kernel-profile", profile)
-    finally:
-        args.kernel_profile = chosen
+    for profile in profiles:
+        on_profile = argparse.Namespace(**{**vars(args), "kernel_profile": profile})
+        cfg = runner.RunnerConfig(config_from_args(on_profile, "executor", log),
+                                  boot_timeout=args.timeout)
+        with runner.Runner(cfg, log) as r:
+            life = r.boot()
+            log(f"bench: {profile} kernel: executor ready in {life.boot_seconds:.1f} s")
+            rates[profile] = {name: measure(r, name, p, True, args.runs, args.seconds).rate
+                              for name, p in programs.items()}
+            rates[profile]["boot s"] = life.boot_seconds
+        if args.profile_campaign_minutes > 0:
+            campaigns[profile] = measure_campaign(args, args.profile_campaign_minutes, log,
+                                                  "--kernel-profile", profile)
     base = profiles[0]
     log(f"bench: {'profile':<8} " + " ".join(f"{n:>14}" for n in rates[base]))
     for profile in profiles:

@@ -369,10 +369,10 @@ def _fuzz(args, build: Path, workdir: Path, lock: int, log) -> int:
     # The console logs of a campaign are its own (DIR/vm), not --workdir's.
     args.workdir = str(workdir / "vm")
     vm_cfg = config_from_args(args, "executor", log)
-    parse_knobs(getattr(args, "knobs", ""), "--knobs")
+    parse_knobs(args.knobs, "--knobs")
     write_config(workdir / "campaign.conf", vm_cfg, workdir, args.engine, args.timeout,
                  args.op_timeout_ms, args.program_timeout_ms, args.reset,
-                 getattr(args, "knobs", ""))
+                 args.knobs)
     seconds = max(1, int(args.minutes * 60))
     exec_timeout = int(args.timeout + args.program_timeout_ms / 1000 + 60)
     argv, env = engine_command(args.engine, binary, workdir, seconds, exec_timeout, mutator,

@@ -120,9 +120,8 @@ class Runner:
         findings = verdict.findings(result, o.console, int(o.lost_kind), o.lost, o.stale)
         ender = verdict.ends_life(findings, o.lost)
         if ender is not None:
-            self._native.end_life(f"kernel: {ender.title}")
-            # The rest of a report the kernel was still printing belongs to it.
-            findings = verdict.findings(result, self._native.console_window(o), 0, "", o.stale)
+            console = self._native.end_life_after_report(o, ender.title)
+            findings = verdict.findings(result, console, 0, "", o.stale) or findings
         return Outcome(o.id, result, o.life, o.lost, findings, o.seconds)
 
     def ping(self) -> float:
