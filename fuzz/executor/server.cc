@@ -21,6 +21,7 @@ bool Serve(int fd, Supervisor* supervisor, const std::string& kernel, bool wait_
   ready.features = supervisor->features();
   ready.kernel = kernel;
   if (!port.Send(proto::MsgType::kReady, proto::Encode(ready))) return false;
+  supervisor->Prepare(&port);  // the first program's process
   for (;;) {
     proto::Frame frame;
     Port::Got got;

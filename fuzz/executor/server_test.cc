@@ -369,11 +369,20 @@ TEST_F(ServerTest, ProgramOverItsBoundIsAHang) {
 
 TEST_F(ServerTest, SurvivesAProgramThatCrashes) {
   ParseError error;
-  const auto program = Parse("sleep us=1000000\n", &error);
+  const auto program = Parse("mmap buf=0 pages=1 kind=anon prot=rw\nsleep us=1000000\n", &error);
   proto::ExecRequest req{1, 0, 5000, 20000, 0, {}, Encode(*program)};
   Send(MsgType::kExec, proto::Encode(req));
   const pid_t pid = ProgramPid();
   ASSERT_GT(pid, 0);
+  // The process forked ahead is the program's once it has mapped buffer 0.
+  bool started = false;
+  for (int tries = 0; tries < 500 && !started; tries++) {
+    std::ifstream maps("/proc/" + std::to_string(pid) + "/maps");
+    for (std::string line; !started && std::getline(maps, line);)
+      started = line.rfind("100000000000-", 0) == 0;
+    if (!started) usleep(10000);
+  }
+  ASSERT_TRUE(started);
   kill(pid, SIGSEGV);
   proto::ExecResult r;
   ASSERT_TRUE(proto::Decode(Receive().payload, &r));
