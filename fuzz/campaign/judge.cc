@@ -2,6 +2,7 @@
 
 #include <pybind11/embed.h>
 #include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
 
 #include <memory>
 #include <utility>
@@ -37,6 +38,9 @@ Judge PythonJudge(const std::filesystem::path& pyharness, std::string* error) {
   std::shared_ptr<py::object> judge;
   try {
     py::module_::import("sys").attr("path").attr("insert")(0, pyharness.string());
+    // The oracles decode RESULTs with the runner module; this build's has the harness's code.
+    py::module_::import("svmfuzz.native").attr("use_build")(
+        std::filesystem::path(SVMFUZZ_BUILD_DIR));
     judge = std::make_shared<py::object>(
         py::module_::import("svmfuzz.oracles.verdict").attr("judge"));
   } catch (const py::error_already_set& e) {

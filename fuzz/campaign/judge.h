@@ -31,8 +31,9 @@ using Judge = std::function<bool(const Outcome& outcome, const std::string& cons
                                  Judgement* out, std::string* error)>;
 
 // The Python oracles of the svmfuzz package in `pyharness` (the folder that
-// holds svmfuzz/). Starts the interpreter on first use; null, with `error`,
-// when the package cannot be imported.
+// holds svmfuzz/), which decode RESULTs with this build's runner module
+// (svmfuzz_runner_python). Starts the interpreter on first use; null, with
+// `error`, when the package cannot be imported.
 Judge PythonJudge(const std::filesystem::path& pyharness, std::string* error);
 
 }  // namespace svmfuzz::campaign

@@ -1,8 +1,9 @@
 // Protocol v4 between the host and the in-guest executor (see docs/executor-protocol.md):
 // length-prefixed binary frames over the virtio-serial port, all integers
-// little-endian. This header is the only definition on the C++ side; the
-// Python side (pyharness/svmfuzz/protocol.py) mirrors it and both are tested
-// against the same byte layouts.
+// little-endian. This header is the only definition: the Python harness
+// decodes RESULTs with this code too (svmfuzz_runner's decode_result), and
+// pyharness/svmfuzz/protocol.py names the numbers in them; both sides are
+// tested against the same byte layouts.
 #ifndef SVMFUZZ_PROTOCOL_PROTOCOL_H_
 #define SVMFUZZ_PROTOCOL_PROTOCOL_H_
 

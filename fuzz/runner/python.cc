@@ -1,11 +1,12 @@
 // svmfuzz_runner: the host runner for the Python harness (pyharness/svmfuzz),
-// and the program codec of fuzz/program (text and binary forms, C
-// reproducers) that svmprog also uses. Python keeps its own view of the
-// protocol: a RESULT comes as its payload bytes (protocol.ExecResult.decode),
-// device events and results as the dataclasses of svmfuzz.devctl. Failures
-// raise svmfuzz_runner.Error, a SvmfuzzError, or DevCtlError, a
-// devctl.DevCtlError; a program the codec refuses raises ValueError. Every
-// call that waits on the guest lets other Python threads run meanwhile.
+// the program codec of fuzz/program (text and binary forms, C reproducers)
+// that svmprog also uses, and the RESULT codec of fuzz/protocol. A RESULT
+// comes as its payload bytes, which protocol.ExecResult.decode reads through
+// decode_result; device events and results come as the dataclasses of
+// svmfuzz.devctl. Failures raise svmfuzz_runner.Error, a SvmfuzzError, or
+// DevCtlError, a devctl.DevCtlError; a program the codec refuses, or a RESULT
+// that does not decode, raises ValueError. Every call that waits on the guest
+// lets other Python threads run meanwhile.
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -16,11 +17,13 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "program/binary.h"
 #include "program/csource.h"
 #include "program/text.h"
+#include "protocol/protocol.h"
 #include "runner/runner.h"
 
 namespace py = pybind11;
@@ -472,14 +475,90 @@ void BindProgram(py::module_& m) {
       "express.");
 }
 
+// An ExecResult as Python sees it: a dict of its fields, each op and mismatch a
+// tuple of its fields in order.
+using OpTuple = std::tuple<uint8_t, uint8_t, uint16_t, int32_t, int64_t, uint32_t>;
+using MismatchTuple = std::tuple<uint32_t, uint16_t, uint16_t, uint32_t, uint8_t, uint8_t>;
+
+py::dict ResultDict(const proto::ExecResult& r) {
+  std::vector<OpTuple> ops;
+  for (const proto::OpResult& o : r.ops) {
+    ops.emplace_back(o.code, o.thread, o.flags, o.err, o.ret, o.duration_us);
+  }
+  std::vector<MismatchTuple> mismatches;
+  for (const proto::Mismatch& x : r.mismatches) {
+    mismatches.emplace_back(x.op, x.buffer, x.offset, x.page, x.expected, x.actual);
+  }
+  py::dict d;
+  d["id"] = r.id;
+  d["status"] = static_cast<uint32_t>(r.status);
+  d["detail"] = r.detail;
+  d["duration_us"] = r.duration_us;
+  d["ops"] = ops;
+  d["mismatches"] = mismatches;
+  d["counters"] = r.counters;
+  d["watchdog_deltas"] = r.watchdog_deltas;
+  d["cover"] = r.cover;
+  d["remote_cover"] = r.remote_cover;
+  d["message"] = Text(r.message);
+  return d;
+}
+
+proto::ExecResult ResultFromDict(const py::dict& d) {
+  proto::ExecResult r;
+  r.id = d["id"].cast<uint64_t>();
+  r.status = static_cast<proto::Status>(d["status"].cast<uint32_t>());
+  r.detail = d["detail"].cast<int32_t>();
+  r.duration_us = d["duration_us"].cast<uint32_t>();
+  for (const auto& [code, thread, flags, err, ret, us] : d["ops"].cast<std::vector<OpTuple>>()) {
+    r.ops.push_back({code, thread, flags, err, ret, us});
+  }
+  for (const auto& [op, buffer, offset, page, expected, actual] :
+       d["mismatches"].cast<std::vector<MismatchTuple>>()) {
+    r.mismatches.push_back({op, buffer, offset, page, expected, actual});
+  }
+  r.counters = d["counters"].cast<std::vector<uint64_t>>();
+  r.watchdog_deltas = d["watchdog_deltas"].cast<std::vector<uint64_t>>();
+  r.cover = d["cover"].cast<std::vector<uint64_t>>();
+  r.remote_cover = d["remote_cover"].cast<std::vector<uint64_t>>();
+  r.message = d["message"].cast<std::string>();
+  return r;
+}
+
+void BindResult(py::module_& m) {
+  m.def(
+      "decode_result",
+      [](const py::bytes& payload) {
+        const std::string_view bytes = payload;
+        proto::ExecResult r;
+        if (!proto::Decode(std::vector<uint8_t>(bytes.begin(), bytes.end()), &r)) {
+          throw py::value_error("bad RESULT: " + std::to_string(bytes.size()) +
+                                " bytes, short, long or with a count past the end");
+        }
+        return ResultDict(r);
+      },
+      py::arg("payload"),
+      "The fields of a RESULT payload: a dict with id, status, detail, duration_us, ops "
+      "(tuples code, thread, flags, err, ret, duration_us), mismatches (tuples op, buffer, "
+      "offset, page, expected, actual), counters, watchdog_deltas, cover, remote_cover and "
+      "message (bytes that are not UTF-8 replaced). ValueError if it does not decode.");
+  m.def(
+      "encode_result",
+      [](const py::dict& result) {
+        const std::vector<uint8_t> bytes = proto::Encode(ResultFromDict(result));
+        return Bytes(bytes.data(), bytes.size());
+      },
+      py::arg("result"), "The RESULT payload of a dict as decode_result gives it.");
+}
+
 }  // namespace
 }  // namespace svmfuzz
 
 PYBIND11_MODULE(svmfuzz_runner, m) {
   using namespace svmfuzz;
   m.doc() =
-      "The svmfuzz host runner: QEMU, the executor's port, device control channels; and the "
-      "program codec: text and binary forms, C reproducers.";
+      "The svmfuzz host runner: QEMU, the executor's port, device control channels; the "
+      "program codec: text and binary forms, C reproducers; and the RESULT codec.";
   static py::exception<RunnerError> error(
       m, "Error", py::module_::import("svmfuzz.errors").attr("SvmfuzzError").ptr());
   static py::exception<DevCtlError> devctl_error(m, "DevCtlError",
@@ -525,4 +604,5 @@ PYBIND11_MODULE(svmfuzz_runner, m) {
   BindVm(m);
   BindRunner(m);
   BindProgram(m);
+  BindResult(m);
 }

@@ -152,6 +152,8 @@ def test_a_campaign_against_the_stand_in_and_its_resumption(tmp_path, monkeypatc
     assert "fuzz: 0m01s execs" in out
     assert re.search(r"^fuzz: done after \d+\.\d min: \d+ execs", out, re.M)
     assert list((work / "vm").glob("vm0-life*.console.log"))
+    # The harness's oracles decoded every result with the runner module.
+    assert not list((work / "crashes").glob("crash-oracle-failed*"))
 
     first = stats["execs"]
     corpus = len(campaign.corpus_files(work / "corpus"))

@@ -1,14 +1,14 @@
 """What the host's Python reads of the protocol between the host and the
 in-guest executor (fuzz/protocol/protocol.h, docs/executor-protocol.md): the
-executor's results, which the C++ runner hands over as bytes, and the names
-and numbers in them. Framing, requests and device messages are the C++
-runner's alone.
+executor's results, which the C++ runner hands over as bytes and its RESULT
+codec decodes (native.decode_result), and the names and numbers in them.
+Framing, requests and device messages are the C++ runner's alone.
 """
 
 import enum
-import struct
-from dataclasses import dataclass, field, fields
+from dataclasses import astuple, dataclass, field, fields
 
+from svmfuzz import native
 from svmfuzz.errors import SvmfuzzError
 
 class ProtocolError(SvmfuzzError):
@@ -109,8 +109,6 @@ class OpResult:
     ret: int
     duration_us: int
 
-    _S = struct.Struct("<BBHiqI")
-
 
 @dataclass
 class Mismatch:
@@ -120,8 +118,6 @@ class Mismatch:
     page: int
     expected: int
     actual: int
-
-    _S = struct.Struct("<IHHIBB")
 
 
 @dataclass
@@ -138,61 +134,28 @@ class ExecResult:
     remote_cover: list[int] = field(default_factory=list)
     message: str = ""
 
-    _HEAD = struct.Struct("<QIiI")
-
     def encode(self) -> bytes:
-        out = [self._HEAD.pack(self.id, int(self.status), self.detail, self.duration_us),
-               struct.pack("<I", len(self.ops))]
-        out += [OpResult._S.pack(o.code, o.thread, int(o.flags), o.err, o.ret, o.duration_us)
-                for o in self.ops]
-        out.append(struct.pack("<I", len(self.mismatches)))
-        out += [Mismatch._S.pack(m.op, m.buffer, m.offset, m.page, m.expected, m.actual)
-                for m in self.mismatches]
-        for pcs in (self.counters, self.watchdog_deltas, self.cover, self.remote_cover):
-            out.append(struct.pack(f"<I{len(pcs)}Q", len(pcs), *pcs))
-        msg = self.message.encode()
-        out.append(struct.pack("<I", len(msg)) + msg)
-        return b"".join(out)
+        """The RESULT payload of this result, as the executor sends it."""
+        return native.encode_result({**vars(self), "ops": [astuple(o) for o in self.ops],
+                                     "mismatches": [astuple(m) for m in self.mismatches]})
 
     @classmethod
     def decode(cls, payload: bytes) -> "ExecResult":
+        """The result a RESULT payload holds; ProtocolError if it holds none."""
         try:
-            return cls._decode(memoryview(payload))
-        except (struct.error, ValueError) as e:
+            d = native.decode_result(payload)
+        except ValueError as e:
+            raise ProtocolError(str(e)) from None
+        try:
+            status = Status(d["status"])
+        except ValueError as e:  # the C++ decoder takes any number; one not named is unreadable
             raise ProtocolError(f"bad RESULT: {e}") from None
-
-    @classmethod
-    def _decode(cls, p: memoryview) -> "ExecResult":
-        pos = 0
-
-        def take(s: struct.Struct):
-            nonlocal pos
-            v = s.unpack_from(p, pos)
-            pos += s.size
-            return v
-
-        def count(size: int) -> int:
-            (n,) = take(struct.Struct("<I"))
-            if n * size > len(p) - pos:
-                raise ProtocolError(f"count {n} past the end")
-            return n
-
-        id_, status, detail, duration = take(cls._HEAD)
-        r = cls(id_, Status(status), detail, duration)
-        for _ in range(count(OpResult._S.size)):
-            code, thread, flags, err, ret, us = take(OpResult._S)
-            r.ops.append(OpResult(code, thread, OpFlag(flags), err, ret, us))
-        for _ in range(count(Mismatch._S.size)):
-            r.mismatches.append(Mismatch(*take(Mismatch._S)))
-        for name in ("counters", "watchdog_deltas", "cover", "remote_cover"):
-            n = count(8)
-            setattr(r, name, list(take(struct.Struct(f"<{n}Q"))))
-        n = count(1)
-        r.message = bytes(p[pos:pos + n]).decode(errors="replace")
-        pos += n
-        if pos != len(p):
-            raise ProtocolError(f"{len(p) - pos} bytes after RESULT")
-        return r
+        return cls(d["id"], status, d["detail"], d["duration_us"],
+                   [OpResult(code, thread, OpFlag(flags), err, ret, us)
+                    for code, thread, flags, err, ret, us in d["ops"]],
+                   [Mismatch(*m) for m in d["mismatches"]],
+                   d["counters"], d["watchdog_deltas"], d["cover"], d["remote_cover"],
+                   d["message"])
 
     def title(self) -> str:
         """One line saying how the program ended."""
