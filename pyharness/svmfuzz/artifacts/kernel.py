@@ -13,6 +13,7 @@ coverage campaigns steer by is where the SVM code is, at a lower cost per
 program.
 """
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -144,15 +145,27 @@ def missing_options(wanted: dict[str, str], config_text: str) -> list[str]:
     return missing
 
 
-def instrument_folders(src: Path, folders: tuple[str, ...]) -> None:
-    """KCOV for `folders` of `src` even when CONFIG_KCOV_INSTRUMENT_ALL is off.
-    A no-op for a kernel that instruments everything: a folder's setting only
-    stands in for the global one, and a file's own (mm/ keeps some out) wins."""
-    for folder in folders:
-        makefile = src / folder / "Makefile"
-        text = makefile.read_text()
-        if KCOV_MARK not in text:
+@contextlib.contextmanager
+def instrumented(src: Path, folders: tuple[str, ...]):
+    """KCOV for `folders` of `src` while the build runs, even when
+    CONFIG_KCOV_INSTRUMENT_ALL is off. A no-op for a kernel that instruments
+    everything: a folder's setting only stands in for the global one, and a
+    file's own (mm/ keeps some out) wins. Each Makefile is put back as it was,
+    its mtime too: the tree may be the user's, whose fingerprint is the cache
+    key. A build killed before that leaves the mark, which the next one removes."""
+    kept = []
+    try:
+        for folder in folders:
+            makefile = src / folder / "Makefile"
+            st = makefile.stat()
+            text = makefile.read_text().replace(f"{KCOV_MARK}\nKCOV_INSTRUMENT := y\n", "")
+            kept.append((makefile, text, st))
             makefile.write_text(f"{KCOV_MARK}\nKCOV_INSTRUMENT := y\n{text}")
+        yield
+    finally:
+        for makefile, text, st in kept:
+            makefile.write_text(text)
+            os.utime(makefile, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def configure(src: Path, bdir: Path, make: list[str], log_file: Path, log,
@@ -203,11 +216,11 @@ def build(kernel_src: str | None, log, jobs: int | None = None, profile: str = "
         if (src.path / ".config").exists():
             raise SvmfuzzError(f"{src.path} has been configured in-tree; "
                                "svmfuzz builds out of tree: run 'make mrproper' there first")
-        instrument_folders(src.path, PROFILES[profile][1])
-        configure(src.path, bdir, make, log_file, log, profile)
-        log(f"kernel: building {kernel_release(src.path)} ({profile}) in {bdir} "
-            f"(about 12 minutes on 2 cores the first time; log: {log_file})")
-        cache.run([*make, "bzImage", "modules"], log_file)
+        with instrumented(src.path, PROFILES[profile][1]):
+            configure(src.path, bdir, make, log_file, log, profile)
+            log(f"kernel: building {kernel_release(src.path)} ({profile}) in {bdir} "
+                f"(about 12 minutes on 2 cores the first time; log: {log_file})")
+            cache.run([*make, "bzImage", "modules"], log_file)
         for name in ("arch/x86/boot/bzImage", "vmlinux", "System.map", ".config"):
             shutil.copy2(bdir / name, out / Path(name).name)
         mods = out / "modules"

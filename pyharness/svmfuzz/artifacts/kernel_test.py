@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -47,15 +48,27 @@ def test_the_fuzz_profile_limits_kcov_and_keeps_the_debug_options():
     assert kernel.PROFILES["debug"] == ("", ())
 
 
-def test_folders_are_instrumented_once_ahead_of_their_own_settings(tmp_path):
+def test_folders_are_instrumented_during_the_build_and_left_as_they_were(tmp_path):
     mm = tmp_path / "mm"
     mm.mkdir()
-    (mm / "Makefile").write_text("KCOV_INSTRUMENT_slub.o := n\nobj-y += slub.o\n")
-    kernel.instrument_folders(tmp_path, ("mm",))
-    kernel.instrument_folders(tmp_path, ("mm",))
-    text = (mm / "Makefile").read_text()
-    assert text.count("KCOV_INSTRUMENT := y") == 1
-    assert text.index("KCOV_INSTRUMENT := y") < text.index("KCOV_INSTRUMENT_slub.o := n")
+    makefile = mm / "Makefile"
+    original = "KCOV_INSTRUMENT_slub.o := n\nobj-y += slub.o\n"
+    makefile.write_text(original)
+    os.utime(makefile, ns=(1_000_000_000, 2_000_000_000))
+    with kernel.instrumented(tmp_path, ("mm",)):
+        text = makefile.read_text()
+        assert text.count("KCOV_INSTRUMENT := y") == 1
+        assert text.index("KCOV_INSTRUMENT := y") < text.index("KCOV_INSTRUMENT_slub.o := n")
+    # The user's tree, and so its fingerprint, is unchanged.
+    assert makefile.read_text() == original
+    assert makefile.stat().st_mtime_ns == 2_000_000_000
+    # What a killed build left is removed, and never doubled.
+    makefile.write_text(f"{kernel.KCOV_MARK}\nKCOV_INSTRUMENT := y\n{original}")
+    with pytest.raises(RuntimeError):
+        with kernel.instrumented(tmp_path, ("mm",)):
+            assert makefile.read_text().count("KCOV_INSTRUMENT := y") == 1
+            raise RuntimeError("the build failed")
+    assert makefile.read_text() == original
 
 
 def test_an_unknown_profile_is_refused():
