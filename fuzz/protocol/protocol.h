@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -56,6 +57,11 @@ enum Feature : uint32_t {
   kFeatureFailslab = 1u << 4,
   kFeatureFailPageAlloc = 1u << 5,
 };
+// The name of each Feature bit, lowest first, for whoever shows them.
+inline constexpr const char* kFeatureNames[] = {"kcov",     "kcov_remote", "driver",
+                                                "fail_nth", "failslab",    "fail_page_alloc"};
+static_assert(1u << (std::size(kFeatureNames) - 1) == kFeatureFailPageAlloc,
+              "a name for each Feature bit");
 
 struct Ready {
   uint32_t version = kVersion;

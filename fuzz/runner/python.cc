@@ -576,12 +576,8 @@ PYBIND11_MODULE(svmfuzz_runner, m) {
   m.attr("EXECUTOR_EXITED") = proto::kExecutorExited;
   {
     py::dict features;  // of Ready.features
-    features["kcov"] = static_cast<uint32_t>(proto::kFeatureKcov);
-    features["kcov_remote"] = static_cast<uint32_t>(proto::kFeatureKcovRemote);
-    features["driver"] = static_cast<uint32_t>(proto::kFeatureDriver);
-    features["fail_nth"] = static_cast<uint32_t>(proto::kFeatureFailNth);
-    features["failslab"] = static_cast<uint32_t>(proto::kFeatureFailslab);
-    features["fail_page_alloc"] = static_cast<uint32_t>(proto::kFeatureFailPageAlloc);
+    for (size_t bit = 0; bit < std::size(proto::kFeatureNames); bit++)
+      features[proto::kFeatureNames[bit]] = 1u << bit;
     m.attr("FEATURES") = features;
   }
   m.attr("KNOB_NAMES") = py::tuple(py::cast(std::vector<std::string>(
