@@ -120,11 +120,5 @@ class Event:
     tag: int
 
 
-def frame(msg_type: int, tag: int, payload: bytes = b"") -> bytes:
-    if len(payload) > MAX_PAYLOAD:
-        raise ValueError(f"payload of {len(payload)} bytes, at most {MAX_PAYLOAD}")
-    return HDR.pack(MAGIC, msg_type, len(payload), tag) + payload
-
-
 def parse_event(payload: bytes) -> Event:
     return Event(*EVENT.unpack(payload))

@@ -73,6 +73,12 @@ def test_client_constants_match_the_header():
         assert sizes[name] == st.size, name
 
 
+def frame(msg_type: int, tag: int, payload: bytes = b"") -> bytes:
+    """A message as the device sends it."""
+    assert len(payload) <= devctl.MAX_PAYLOAD
+    return devctl.HDR.pack(devctl.MAGIC, msg_type, len(payload), tag) + payload
+
+
 def fake_device(sock: socket.socket, script) -> None:
     """Answers each request with the frames script(type, tag, payload) returns."""
     def run():
@@ -99,9 +105,9 @@ def test_client_queues_events_between_replies_and_reports_errors():
     def script(t, tag, payload):
         if t == devctl.Msg.TLB:
             # An event first, and the reply split in two writes.
-            reply = devctl.frame(t | devctl.REPLY, tag, struct.pack("<I", 1) + entry)
-            return [devctl.frame(devctl.Msg.EVENT, 0, event), reply[:5], reply[5:]]
-        return [devctl.frame(devctl.Msg.ERROR, tag,
+            reply = frame(t | devctl.REPLY, tag, struct.pack("<I", 1) + entry)
+            return [frame(devctl.Msg.EVENT, 0, event), reply[:5], reply[5:]]
+        return [frame(devctl.Msg.ERROR, tag,
                              devctl.RESULT.pack(0, devctl.Status.BAD_OPCODE, 0))]
 
     host, dev = socket.socketpair()
