@@ -239,6 +239,10 @@ proto::ExecResult Supervisor::Execute(const proto::ExecRequest& request, Port* p
     if (spare.remote) kcov_.DisableRemote();
     close(spare.relay_fd);
     if (shared_->started != 0) break;
+  }
+  if (shared_->started == 0) {
+    // Twice: the executor's trouble, not the program's.
+    result.status = proto::Status::kExecutorError;
     result.message = "the program's process died before it took the program";
   }
   result.duration_us = static_cast<uint32_t>((MonotonicNs() - start) / 1000);
